@@ -1,0 +1,177 @@
+"""The experiment config tree.
+
+One typed tree of dataclasses is the single source of truth for an experiment. YAML is only its
+serialisation (see ``vidprism_ds.config.io``). Every field has a default so that an empty YAML file
+is the embedded demo; ``validate`` checks cross-field constraints and raises ``ConfigError`` with the
+dotted key that is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or conflicts with another key."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneConfig:
+    # open_clip architecture name ("ViT-B-16", "ViT-L-14") or "tiny" (a small ViT of the same
+    # family, randomly initialised; used by tests and the demo).
+    arch: str = "tiny"
+    # Local weights file, OpenAI's TorchScript/state-dict format or open_clip's; never downloaded.
+    pretrained_path: Optional[str] = None
+    # "none": fine-tune everything; "all": frozen encoder; "partial": only the last
+    # `trainable_blocks` transformer blocks (plus ln_post/proj) learn.
+    freeze: Literal["none", "all", "partial"] = "none"
+    trainable_blocks: int = 0
+    grad_checkpointing: bool = False
+    image_size: int = 224
+
+
+@dataclass
+class HeadConfig:
+    # "default" fixes the official code's quirks (per-clip gating, summed fusion updates,
+    # diversity between experts); "official" reproduces the official numerics exactly.
+    mode: Literal["default", "official"] = "default"
+    sampling_rates: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
+    # Streams whose rate is >= this are "slow"; the others are "fast".
+    slow_rate_min: int = 8
+    sampler_tau: float = 0.1
+    sampler_alpha_mix: float = 0.7
+    rank_score_temp: float = 0.2
+    fusion_gate_threshold: float = 0.3
+    expert_heads: int = 4
+    expert_ffn_mult: int = 2
+    readout_heads: int = 4
+    # Ablation switches (issue 6): without sampler -> plain strided mean pooling; without fusion;
+    # temporal position embeddings inside the experts (the official experts have none).
+    use_sampler: bool = True
+    use_fusion: bool = True
+    expert_pos_embed: bool = False
+    # Scaled experts (beyond the paper): several experts per rate, top-k routed per stream.
+    experts_per_rate: int = 1
+    router_topk: int = 1
+    router_capacity_factor: Optional[float] = None
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms; the defaults are the official recipe's."""
+
+    ce: float = 1.0
+    balance: float = 0.01
+    contrastive: float = 0.01
+    diversity: float = 0.005
+    rank: float = 0.1
+    router_aux: float = 0.01
+    router_z: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    # "vidprism" or a baseline/ablation ("meanpool", "homogeneous_moe"): see vidprism_ds.model.
+    variant: Literal["vidprism", "meanpool", "homogeneous_moe"] = "vidprism"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    # Class count; 0 means "take it from the dataset's label list".
+    num_classes: int = 0
+    # Where class text embeddings are cached (keyed by backbone and label list).
+    text_cache_dir: str = ".cache/text_embeddings"
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    # Preset name (k400, k600, k700, k710, ucf101, hmdb51, ssv2, synthetic) or "custom".
+    dataset: str = "synthetic"
+    # Label list file (one class name per line); empty = the preset's packaged list.
+    labels: str = ""
+    # WebDataset shard directories (each holds *.tar and manifest.json).
+    train_shards: str = ""
+    val_shards: str = ""
+    num_frames: int = 8
+    image_size: int = 224
+    # Direction-sensitive datasets (SSv2, the synthetic videos) must not be flipped.
+    hflip: bool = False
+    grayscale_prob: float = 0.2
+    # random-resized-crop area range
+    crop_scale_min: float = 0.4
+    num_workers: int = 2
+    shuffle_buffer: int = 256
+    # Multi-view evaluation: temporal clips x spatial crops per video.
+    test_clips: int = 1
+    test_crops: int = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimisation, training, parallelism, logging
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    # Backbone learning rate = lr * clip_ratio (official K400: 0.07).
+    clip_ratio: float = 0.1
+    weight_decay: float = 0.2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    # Cosine decay floor, as a fraction of the peak lr.
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    # Clips per GPU per micro-step; global batch = micro_batch * grad_accum * data-parallel size.
+    micro_batch: int = 8
+    grad_accum: int = 1
+    seed: int = 0
+    output_dir: str = "runs/demo"
+    save_every_steps: int = 0
+    eval_every_epochs: int = 1
+    keep_checkpoints: int = 2
+    eval_only: bool = False
+    resume: bool = True
+    # Stop after this many optimizer steps (0 = run all epochs); for smoke tests and benchmarks.
+    max_steps: int = 0
+
+
+@dataclass
+class ParallelConfig:
+    # Expert-parallel group size: experts are spread over `ep_size` ranks.
+    ep_size: int = 1
+
+
+@dataclass
+class LoggingConfig:
+    log_every_steps: int = 10
+    # "online", "offline" (the default when no API key is set) or "disabled".
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    wandb_project: str = "vidprism-ds"
+    run_name: str = ""
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
