@@ -1,0 +1,102 @@
+"""The VidPrism temporal head: frame embeddings (B, T, D) -> video logits and auxiliary losses.
+
+sampler per rate -> bidirectional fusion -> dispatcher(experts) -> attention readout -> heads.
+One ``mode`` switch selects the official numerics or the fixed default (see docs/model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vidprism_ds.config.schema import HeadConfig
+from vidprism_ds.model.dispatch import ExpertDispatcher, LocalDispatcher
+from vidprism_ds.model.experts import TemporalExpert
+from vidprism_ds.model.fusion import BidirectionalFusion
+from vidprism_ds.model.losses import balance_loss, diversity_between_experts, official_diversity
+from vidprism_ds.model.readout import AttentionReadout
+from vidprism_ds.model.sampler import ContentAwareSampler, StridedPoolSampler
+
+
+@dataclass
+class HeadOutput:
+    logits: torch.Tensor  # (B, classes)
+    expert_weights: torch.Tensor  # (B, E) readout attention mass per expert
+    fused: torch.Tensor  # (B, D) readout output
+    projection: torch.Tensor  # (B, D) for the text-contrastive loss
+    expert_means: torch.Tensor  # (B, E, D) mean output token of each expert
+    rank_loss: torch.Tensor
+    diversity_loss: torch.Tensor
+    balance_loss: torch.Tensor
+    router_aux_loss: torch.Tensor
+    router_z_loss: torch.Tensor
+    keep_indices: list[torch.Tensor] = field(default_factory=list)  # per rate, (B, n_windows)
+
+
+def max_stream_length(num_frames: int, rate: int) -> int:
+    return -(-num_frames // rate)
+
+
+class VidPrismHead(nn.Module):
+    def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
+        super().__init__()
+        self.cfg = cfg
+        self.official = cfg.mode == "official"
+        rates = list(cfg.sampling_rates)
+        self.rates = rates
+        if cfg.use_sampler:
+            self.samplers = nn.ModuleList([
+                ContentAwareSampler(dim, r, tau=cfg.sampler_tau, alpha_mix=cfg.sampler_alpha_mix,
+                                    score_temp=cfg.rank_score_temp, normalise_over_window=not self.official)
+                for r in rates
+            ])
+        else:
+            self.samplers = nn.ModuleList([StridedPoolSampler(r) for r in rates])
+        self.fusion = (BidirectionalFusion(dim, rates, cfg.slow_rate_min, cfg.fusion_gate_threshold,
+                                           official=self.official)
+                       if cfg.use_fusion else None)
+        # Keyed by global expert id so a rank holding a subset keeps the same parameter names.
+        self.experts = nn.ModuleDict({
+            str(e): TemporalExpert(dim, cfg.expert_heads, cfg.expert_ffn_mult,
+                                   max_positions=max_stream_length(max_frames, r) if cfg.expert_pos_embed else 0)
+            for e, r in enumerate(rates)
+        })
+        # Not a submodule: placement is applied after construction (vidprism_ds.parallel).
+        self.dispatcher: ExpertDispatcher = LocalDispatcher()
+        self.readout = AttentionReadout(dim, cfg.readout_heads)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.rates)
+
+    def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        compute_rank = self.training
+        sampled = [s(x_btd, compute_rank_loss=compute_rank, importance_prior_bt=importance_prior_bt)
+                   for s in self.samplers]
+        streams = [s.stream_bld for s in sampled]
+        rank_loss = torch.stack([s.rank_loss for s in sampled]).mean()
+        if self.fusion is not None:
+            streams = self.fusion(streams)
+        expert_outputs = self.dispatcher(streams, self.experts)
+        fused_bd, expert_weights_be = self.readout(expert_outputs)
+        expert_means_bed = torch.stack([o.mean(dim=1) for o in expert_outputs], dim=1)
+        diversity = official_diversity(expert_means_bed) if self.official else diversity_between_experts(expert_means_bed)
+        zero = x_btd.new_zeros(())
+        return HeadOutput(
+            logits=self.classifier(fused_bd),
+            expert_weights=expert_weights_be,
+            fused=fused_bd,
+            projection=self.projection(fused_bd),
+            expert_means=expert_means_bed,
+            rank_loss=rank_loss,
+            diversity_loss=diversity,
+            balance_loss=balance_loss(expert_weights_be),
+            router_aux_loss=zero,
+            router_z_loss=zero,
+            keep_indices=[s.keep_index_bl for s in sampled],
+        )
