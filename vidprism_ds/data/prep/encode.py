@@ -1,0 +1,129 @@
+"""One video -> one WebDataset sample of JPEG frames (runs inside a sharder worker process).
+
+Sample layout (key = the video's position in the list, 9 digits, so keys are unique and sort in list
+order; WebDataset splits a member name at the key's first dot):
+
+- ``{key}.000000.jpg`` ... ``{key}.{n-1:06d}.jpg``: the kept frames in time order, RGB JPEG, short side
+  resized to ``short_side`` (never enlarged);
+- ``{key}.json``: metadata (``label``, ``video_id``, ``source_fps``, ``source_num_frames``,
+  ``frame_indices`` = source index of each kept frame, ``num_frames``, ``width``, ``height``, ...);
+- ``{key}.cls``: the label as ASCII digits.
+
+Only these three kinds of member are ever written (no pickles, no numpy files).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from vidprism_ds.data.video_decode import VideoDecodeError, decode_base_frames
+
+FRAME_MEMBER_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    max_frames: int = 64  # at most this many frames per video, spread evenly over it
+    target_fps: float = 0.0  # resample to this rate first (0 = keep every frame)
+    short_side: int = 256  # resize so the short side is this (never enlarged)
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class EncodeTask:
+    index: int
+    path: str
+    label: int
+    video_id: str
+    settings: FrameSettings
+
+
+@dataclass
+class EncodedSample:
+    index: int
+    members: dict[str, bytes]  # member extension ("000000.jpg", "json", "cls") -> bytes
+    num_frames: int
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(len(b) for b in self.members.values())
+
+
+@dataclass
+class SkippedVideo:
+    index: int
+    reason: str
+
+
+def sample_key(index: int) -> str:
+    return f"{index:09d}"
+
+
+def frame_member(position: int) -> str:
+    return f"{position:0{FRAME_MEMBER_DIGITS}d}.jpg"
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    short = min(width, height)
+    if short <= short_side:
+        return width, height
+    scale = short_side / short
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode_jpeg(frame_hw3: np.ndarray, size: tuple[int, int], quality: int) -> bytes:
+    image = Image.fromarray(frame_hw3, mode="RGB")
+    if image.size != size:
+        image = image.resize(size, Image.BILINEAR, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def encode_video(task: EncodeTask) -> Union[EncodedSample, SkippedVideo]:
+    settings = task.settings
+    try:
+        decoded = decode_base_frames(task.path, settings.max_frames, settings.target_fps)
+    except VideoDecodeError as err:
+        return SkippedVideo(task.index, str(err))
+    height, width = decoded.frames_nhwc.shape[1:3]
+    size = resized_size(width, height, settings.short_side)
+    members = {frame_member(i): encode_jpeg(frame, size, settings.jpeg_quality)
+               for i, frame in enumerate(decoded.frames_nhwc)}
+    metadata = {
+        "index": task.index,
+        "label": task.label,
+        "video_id": task.video_id,
+        "source_fps": decoded.source_fps,
+        "source_num_frames": decoded.source_num_frames,
+        "source_width": width,
+        "source_height": height,
+        "frame_indices": decoded.frame_indices,
+        "num_frames": len(decoded.frame_indices),
+        "width": size[0],
+        "height": size[1],
+        "frame_settings": asdict(settings),
+    }
+    members["json"] = json.dumps(metadata, sort_keys=True).encode("utf-8")
+    members["cls"] = str(task.label).encode("ascii")
+    return EncodedSample(task.index, members, len(decoded.frame_indices))
+
+
+def worker_initializer(decoder_logs: bool = False) -> None:
+    """Runs once in each decoder process. Unless ``decoder_logs``, the decoder's own messages (decord
+    prints one "ERROR opening ..." per bad file straight to file descriptor 2) go to /dev/null: every
+    failure is already recorded with its reason, and the progress bar stays readable."""
+    from vidprism_ds.data.video_decode import silence_decoder_logs
+
+    silence_decoder_logs()
+    if not decoder_logs:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)

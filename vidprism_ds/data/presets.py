@@ -1,0 +1,132 @@
+"""Dataset presets: label list, class count, direction sensitivity and default list format.
+
+A preset is what the rest of the code needs to know about a public dataset without reading any video:
+
+- ``label_file``: packaged class list under ``vidprism_ds/data/labels/`` (line N = class id N);
+- ``num_classes``: length of that list (checked when it is loaded);
+- ``direction_sensitive``: True where a horizontal flip changes the class ("pushing something from
+  left to right" in SSv2, the synthetic direction classes), so augmentation must not flip;
+- ``list_format``: the list format the dataset is usually distributed with (see
+  ``vidprism_ds.data.video_lists``).
+
+Files are read with ``importlib.resources`` so the lists work from an installed wheel as well as from a
+checkout. Only the standard library is imported here: the config validation imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+LABELS_PACKAGE = "vidprism_ds.data.labels"
+
+# The synthetic dataset's classes; ``vidprism_ds.data.synthetic`` renders exactly these, in this order.
+SYNTHETIC_CLASSES: tuple[str, ...] = (
+    "moving right",
+    "moving left",
+    "right and back",
+    "left and back",
+)
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    name: str
+    label_file: Optional[str]  # resource name inside LABELS_PACKAGE; None = built in (synthetic)
+    num_classes: int
+    direction_sensitive: bool
+    list_format: str  # "path_label", "path_frames_label", "kinetics_csv" or "ssv2_json"
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    p.name: p
+    for p in (
+        DatasetPreset("k400", "k400.txt", 400, False, "kinetics_csv"),
+        DatasetPreset("k600", "k600.txt", 600, False, "kinetics_csv"),
+        DatasetPreset("k700", "k700.txt", 700, False, "kinetics_csv"),
+        DatasetPreset("k710", "k710.txt", 710, False, "path_label"),
+        DatasetPreset("ucf101", "ucf101.txt", 101, False, "path_label"),
+        DatasetPreset("hmdb51", "hmdb51.txt", 51, False, "path_label"),
+        DatasetPreset("ssv2", "ssv2.txt", 174, True, "ssv2_json"),
+        DatasetPreset("synthetic", None, len(SYNTHETIC_CLASSES), True, "path_label"),
+    )
+}
+
+# "custom": any other dataset; its classes come from a label file the user gives.
+CUSTOM = "custom"
+DATASET_NAMES: tuple[str, ...] = tuple(PRESETS) + (CUSTOM,)
+
+# Datasets whose classes are rows of the Kinetics-710 head (k710_index_of_<name>.json).
+K710_SUBSETS: tuple[str, ...] = ("k400", "k600", "k700")
+
+
+def get_preset(name: str) -> DatasetPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset preset {name!r}; known: {', '.join(DATASET_NAMES)}") from None
+
+
+def is_direction_sensitive(dataset: str) -> bool:
+    """True for presets that must not be flipped; a custom dataset is assumed not to be."""
+    return dataset in PRESETS and PRESETS[dataset].direction_sensitive
+
+
+def _read_resource_text(name: str) -> str:
+    return resources.files(LABELS_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+
+
+def parse_class_names(text: str) -> list[str]:
+    """One class per line; blank trailing lines are ignored, blank lines inside are an error."""
+    lines = text.rstrip("\n").split("\n")
+    names = [line.rstrip("\r").strip() for line in lines]
+    if any(not n for n in names):
+        raise ValueError("label list has an empty line inside it")
+    if len(set(names)) != len(names):
+        raise ValueError("label list has duplicate class names")
+    return names
+
+
+@lru_cache(maxsize=None)
+def _preset_class_names(dataset: str) -> tuple[str, ...]:
+    preset = get_preset(dataset)
+    if preset.label_file is None:
+        names = list(SYNTHETIC_CLASSES)
+    else:
+        names = parse_class_names(_read_resource_text(preset.label_file))
+    if len(names) != preset.num_classes:
+        raise ValueError(f"{preset.label_file}: {len(names)} classes, preset {dataset} expects {preset.num_classes}")
+    return tuple(names)
+
+
+def load_class_names(dataset: str, label_file: str | Path = "") -> list[str]:
+    """The class list: ``label_file`` when given, else the preset's packaged list."""
+    if label_file:
+        return parse_class_names(Path(label_file).read_text(encoding="utf-8"))
+    if dataset == CUSTOM:
+        raise ValueError("dataset 'custom' needs a label file")
+    return list(_preset_class_names(dataset))
+
+
+@lru_cache(maxsize=None)
+def _k710_index(dataset: str) -> tuple[int, ...]:
+    if dataset not in K710_SUBSETS:
+        raise ValueError(f"no K710 index map for {dataset!r}; there is one for {', '.join(K710_SUBSETS)}")
+    index = json.loads(_read_resource_text(f"k710_index_of_{dataset}.json"))
+    expected = PRESETS[dataset].num_classes
+    if len(index) != expected or len(set(index)) != expected or not all(0 <= i < 710 for i in index):
+        raise ValueError(f"k710_index_of_{dataset}.json is not a one-to-one map of {expected} classes into 710")
+    return tuple(index)
+
+
+def load_k710_index(dataset: str) -> list[int]:
+    """Entry i = the K710 row of class i of ``dataset`` (k400/k600/k700).
+
+    Slice a 710-way head for that dataset with ``logits_710[:, index]`` (positional, never by name: the
+    lists spell some classes differently).
+    """
+    return list(_k710_index(dataset))
