@@ -8,6 +8,7 @@ stream they read (its sampling rate). Routing and placement live in ``dispatch.p
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -37,5 +38,19 @@ class TemporalExpert(nn.Module):
     def forward(self, x_nld: torch.Tensor) -> torch.Tensor:
         if self.pos_embed is not None:
             x_nld = x_nld + self.pos_embed[: x_nld.shape[1]]
-        x_nld = self.ln_1(x_nld + self.attn(x_nld, x_nld, x_nld, need_weights=False)[0])
+        x_nld = self.ln_1(x_nld + self._self_attention(x_nld))
         return self.ln_2(x_nld + self.ffn(x_nld))
+
+    def _self_attention(self, x_nld: torch.Tensor) -> torch.Tensor:
+        """``self.attn(x, x, x)`` computed with one packed projection and fused SDPA.
+
+        nn.MultiheadAttention holds the (official-layout) parameters; calling it directly in
+        training mode routes through transposes and copies that cost more than the attention
+        itself on these short streams.
+        """
+        batch, length, dim = x_nld.shape
+        heads = self.attn.num_heads
+        qkv = F.linear(x_nld, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        q_nhlc, k_nhlc, v_nhlc = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        out_nhlc = F.scaled_dot_product_attention(q_nhlc, k_nhlc, v_nhlc)
+        return self.attn.out_proj(out_nhlc.transpose(1, 2).reshape(batch, length, dim))

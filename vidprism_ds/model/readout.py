@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class AttentionReadout(nn.Module):
+    """``LN(MHA(query, tokens, tokens))`` with a single learned query, and per-expert attention mass.
+
+    The parameters are an ``nn.MultiheadAttention`` (official layout), but the computation uses
+    that there is one query shared by all clips: its key projection is folded into the query
+    (``q_h . (W_k,h x + b_k,h) = (W_k,h^T q_h) . x + const``, and the constant cancels in the
+    softmax) and the value projection is applied after pooling (attention weights sum to 1). The
+    result is the same function with the per-token K/V projections (2 D^2 per token) gone.
+    """
+
     def __init__(self, dim: int, num_heads: int = 4):
         super().__init__()
         # (1, 1, D) as in the official state dict (mote.readout_gate.global_query).
@@ -19,13 +31,23 @@ class AttentionReadout(nn.Module):
 
         An expert's weight is the attention mass (averaged over heads) the query puts on its tokens.
         """
-        batch = expert_outputs[0].shape[0]
         lengths = [o.shape[1] for o in expert_outputs]
-        kv_bld = torch.cat(expert_outputs, dim=1)
-        query_b1d = self.global_query.expand(batch, 1, -1)
-        pooled_b1d, attn_b1l = self.attn(query_b1d, kv_bld, kv_bld, need_weights=True, average_attn_weights=True)
-        fused_bd = self.ln(pooled_b1d.squeeze(1))
+        tokens_bld = torch.cat(expert_outputs, dim=1)
+        dim = tokens_bld.shape[-1]
+        heads = self.attn.num_heads
+        head_dim = dim // heads
+        w_q, w_k, w_v = self.attn.in_proj_weight.chunk(3, dim=0)
+        b_q, _, b_v = self.attn.in_proj_bias.chunk(3, dim=0)
+
+        query_hc = F.linear(self.global_query.view(1, dim), w_q, b_q).view(heads, head_dim)
+        key_query_dh = torch.einsum("hc,hcd->dh", query_hc, w_k.view(heads, head_dim, dim)) / math.sqrt(head_dim)
+        attn_bhl = (tokens_bld @ key_query_dh).transpose(1, 2).softmax(dim=-1)
+        pooled_bhd = attn_bhl @ tokens_bld
+        values_bhc = torch.einsum("bhd,hcd->bhc", pooled_bhd, w_v.view(heads, head_dim, dim)) + b_v.view(heads, head_dim)
+        out_bd = self.attn.out_proj(values_bhc.flatten(1))
+        fused_bd = self.ln(out_bd)
+
         # one matmul with a (L_total, E) segment indicator instead of a loop of slices
-        segment_le = torch.block_diag(*[kv_bld.new_ones(length, 1) for length in lengths])
-        expert_weights_be = attn_b1l.squeeze(1) @ segment_le
+        segment_le = torch.block_diag(*[tokens_bld.new_ones(length, 1) for length in lengths])
+        expert_weights_be = attn_bhl.mean(dim=1) @ segment_le
         return fused_bd, expert_weights_be
