@@ -77,8 +77,8 @@ class LossWeights:
 
 @dataclass
 class ModelConfig:
-    # "vidprism" or a baseline/ablation ("meanpool", "homogeneous_moe"): see vidprism_ds.model.
-    variant: Literal["vidprism", "meanpool", "homogeneous_moe"] = "vidprism"
+    # "vidprism" or the "meanpool" baseline (frame-bag): see vidprism_ds.model.video_model.
+    variant: Literal["vidprism", "meanpool"] = "vidprism"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -114,6 +114,12 @@ class DataConfig:
     # Multi-view evaluation: temporal clips x spatial crops per video.
     test_clips: int = 1
     test_crops: int = 1
+    # Raw videos for quick evaluation without shards (vidprism_ds.data.build_raw_eval_loader): a list
+    # file, the folder its paths are relative to (empty = the list's folder) and its format
+    # ("auto", "path_label", "path_frames_label", "kinetics_csv", "ssv2_json").
+    val_list: str = ""
+    video_root: str = ""
+    list_format: str = "auto"
 
 
 # --------------------------------------------------------------------------------------------------

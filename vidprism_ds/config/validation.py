@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, is_direction_sensitive
+from vidprism_ds.data.video_lists import LIST_FORMATS
 
 KNOWN_BACKBONES = ("tiny", "ViT-B-16", "ViT-B-32", "ViT-L-14")
 
@@ -65,6 +67,13 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(data.num_workers >= 0, "data.num_workers", "must be >= 0")
     _require(data.test_clips >= 1, "data.test_clips", "must be >= 1")
     _require(data.test_crops in (1, 3, 4), "data.test_crops", "must be 1, 3 or 4")
+    _require(data.dataset in DATASET_NAMES, "data.dataset", f"{data.dataset!r} is not one of {list(DATASET_NAMES)}")
+    _require(data.dataset != CUSTOM or bool(data.labels), "data.labels",
+             "dataset 'custom' needs a label list file (one class name per line)")
+    _require(not (data.hflip and is_direction_sensitive(data.dataset)), "data.hflip",
+             f"must be false for {data.dataset!r}: flipping changes its classes (direction-sensitive)")
+    _require(data.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0 (0 or 1 = no shuffling)")
+    _require(data.list_format in LIST_FORMATS, "data.list_format", f"{data.list_format!r} is not one of {list(LIST_FORMATS)}")
 
     _require(optim.lr > 0, "optim.lr", "must be > 0")
     _require(optim.clip_ratio >= 0, "optim.clip_ratio", "must be >= 0")

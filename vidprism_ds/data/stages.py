@@ -1,0 +1,281 @@
+"""Pipeline stages: each is ``stage(samples: Iterator) -> Iterator`` (or a source ``() -> Iterator``).
+
+``vidprism_ds.data.loaders`` lists them in order inside ``webdataset.DataPipeline``. Randomness is
+seeded from (seed, epoch, slot[, purpose]) where *slot* = rank x workers + worker: a rank or worker
+never shares a stream with another, and a run is reproducible. The rank and world size come in as
+arguments; the worker id is read from ``torch.utils.data.get_worker_info`` inside the stage, i.e. in the
+worker process that runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+import webdataset as wds
+from PIL import Image
+
+from vidprism_ds.data.sampling import eval_clip_offsets, segment_indices
+from vidprism_ds.data.transforms import apply_clip_augmentation, draw_clip_augmentation, eval_views
+
+FRAME_MEMBER = re.compile(r"^\d{6}\.jpg$")
+SAFE_MEMBERS = ("json", "cls")
+
+
+# ---------------------------------------------------------------------------------------------- slots
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int  # rank * workers_per_rank + worker
+    count: int  # world_size * workers_per_rank
+
+
+def worker_id_and_count() -> tuple[int, int]:
+    """(worker id, workers per rank) inside a DataLoader worker; (0, 1) in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def current_slot(rank: int, world_size: int) -> Slot:
+    worker, workers = worker_id_and_count()
+    return Slot(index=rank * workers + worker, count=world_size * workers)
+
+
+def seeded_rng(*parts: Any) -> random.Random:
+    # repr of a tuple of ints/strings is stable across processes and Python runs (unlike hash())
+    return random.Random(repr(parts))
+
+
+def split_count(total: int, parts: int, part: int) -> int:
+    """How many of ``total`` items part ``part`` of ``parts`` gets (the first ``total % parts`` get one more)."""
+    return total // parts + (1 if part < total % parts else 0)
+
+
+def slot_range(total: int, slot: Slot) -> tuple[int, int]:
+    """Contiguous [start, stop) of ``total`` items for ``slot``; sizes differ by at most one."""
+    return total * slot.index // slot.count, total * (slot.index + 1) // slot.count
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def endless_permutations(items: Sequence[Any], seed: int, epoch: int, rank: int, world_size: int) -> Iterator[Any]:
+    """Endless stream of ``items`` for one slot (resampling: used for training shards and raw videos).
+
+    Round r is a permutation of all items seeded by (seed, epoch, r); the rounds are concatenated and
+    slot s takes every count-th item starting at s. Every slot gets items even when there are fewer
+    items than slots, and within an epoch the items are spread evenly over the slots.
+    """
+    if not items:
+        raise ValueError("nothing to sample from: the shard/video list is empty")
+    slot = current_slot(rank, world_size)
+    position, round_index = 0, 0
+    while True:
+        order = list(items)
+        seeded_rng(seed, epoch, round_index, "order").shuffle(order)
+        for item in order:
+            if position % slot.count == slot.index:
+                yield item
+            position += 1
+        round_index += 1
+
+
+def train_shard_source(shard_paths: Sequence[str], seed: int, epoch: int, rank: int, world_size: int) -> Iterator[dict]:
+    """Resampled shard stream of one slot, as the url dicts ``webdataset.tarfile_to_samples`` reads."""
+    for path in endless_permutations(shard_paths, seed, epoch, rank, world_size):
+        yield {"url": path}
+
+
+@dataclass(frozen=True)
+class ShardRange:
+    path: str
+    first: int  # first sample (position inside the shard) to keep
+    stop: int  # one past the last
+    base: int  # global index of the shard's sample 0
+
+
+def eval_shard_ranges(shard_sizes: Sequence[tuple[str, int]], slot: Slot) -> list[ShardRange]:
+    """The pieces of the shards that hold slot's contiguous range of the global sample order."""
+    total = sum(n for _, n in shard_sizes)
+    start, stop = slot_range(total, slot)
+    ranges, base = [], 0
+    for path, count in shard_sizes:
+        first, last = max(start, base), min(stop, base + count)
+        if first < last:
+            ranges.append(ShardRange(path, first - base, last - base, base))
+        base += count
+    return ranges
+
+
+def eval_sample_source(shard_sizes: Sequence[tuple[str, int]], rank: int, world_size: int) -> Iterator[dict]:
+    """Raw samples of this slot's range, in global order, each with ``__index__`` (global position)."""
+    for piece in eval_shard_ranges(shard_sizes, current_slot(rank, world_size)):
+        for position, sample in enumerate(wds.tarfile_samples([{"url": piece.path}])):
+            if position >= piece.stop:
+                break
+            if position >= piece.first:
+                sample["__index__"] = piece.base + position
+                yield sample
+
+
+# ---------------------------------------------------------------------------------------------- filters
+
+
+def shuffle_buffer(samples: Iterator[dict], bufsize: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[dict]:
+    """Reservoir-style shuffle: fill ``bufsize`` samples, then emit a random one per new sample."""
+    if bufsize <= 1:
+        yield from samples
+        return
+    rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "samples")
+    buffer: list[dict] = []
+    for sample in samples:
+        buffer.append(sample)
+        if len(buffer) >= bufsize:
+            pick = rng.randrange(len(buffer))
+            buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def keep_safe_members(samples: Iterator[dict]) -> Iterator[dict]:
+    """Keep only frame JPEGs, ``json`` and ``cls`` (no other member is ever decoded, pickles included);
+    drop samples lacking any of the three."""
+    for sample in samples:
+        frames = sorted(k for k in sample if FRAME_MEMBER.match(k))
+        if not frames or "json" not in sample or "cls" not in sample:
+            continue
+        yield {
+            "__key__": sample.get("__key__"),
+            "__index__": sample.get("__index__", -1),
+            "frames_jpeg": [sample[k] for k in frames],
+            "meta": json.loads(sample["json"].decode("utf-8")),
+            "label": int(sample["cls"].decode("ascii")),
+        }
+
+
+def take_worker_share(samples: Iterator[dict], batches_per_rank: int, batch_size: int) -> Iterator[dict]:
+    """This worker's share of the rank's fixed number of batches, as samples (the rank's workers
+    together give exactly ``batches_per_rank`` full batches)."""
+    worker, workers = worker_id_and_count()
+    count = split_count(batches_per_rank, workers, worker) * batch_size
+    if count == 0:
+        return
+    for produced, sample in enumerate(samples, start=1):
+        yield sample
+        if produced >= count:
+            return
+
+
+# ---------------------------------------------------------------------------------------------- clips
+
+
+def decode_jpegs(frames_jpeg: Sequence[bytes], picks: Sequence[int]) -> list[Image.Image]:
+    """Decode only the picked frames (each distinct one once)."""
+    cache = {}
+    for p in sorted(set(picks)):
+        image = Image.open(io.BytesIO(frames_jpeg[p]))
+        image.load()
+        cache[p] = image
+    return [cache[p] for p in picks]
+
+
+@dataclass(frozen=True)
+class TrainClipSettings:
+    num_frames: int
+    image_size: int
+    crop_scale_min: float
+    flip: bool
+    grayscale_prob: float
+
+
+@dataclass(frozen=True)
+class EvalClipSettings:
+    num_frames: int
+    image_size: int
+    clips: int
+    crops: int
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+
+def train_clip(num_available: int, settings: TrainClipSettings, rng: random.Random, load) -> torch.Tensor:
+    """(T, 3, S, S) from random segment positions and one clip-wide augmentation.
+
+    ``load(picks) -> list[PIL.Image]`` fetches the chosen frames (JPEG decode or video decode)."""
+    picks = segment_indices(num_available, settings.num_frames, rng)
+    images = load(picks)
+    width, height = images[0].size
+    augmentation = draw_clip_augmentation(width, height, rng, settings.crop_scale_min, settings.flip,
+                                          settings.grayscale_prob)
+    return apply_clip_augmentation(images, augmentation, settings.image_size)
+
+
+def eval_clip_views(num_available: int, settings: EvalClipSettings, load) -> torch.Tensor:
+    """(V, T, 3, S, S), V = clips x crops, clip-major (view v = clip * crops + crop)."""
+    per_clip_picks = [segment_indices(num_available, settings.num_frames, None, offset)
+                      for offset in eval_clip_offsets(settings.clips)]
+    flat = load([p for picks in per_clip_picks for p in picks])
+    views = []
+    for c in range(settings.clips):
+        clip_images = flat[c * settings.num_frames:(c + 1) * settings.num_frames]
+        views.append(eval_views(clip_images, settings.image_size, settings.crops))
+    return torch.cat(views, dim=0)
+
+
+def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
+                   world_size: int) -> Iterator[dict]:
+    rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
+    for sample in samples:
+        jpegs = sample["frames_jpeg"]
+        frames = train_clip(len(jpegs), settings, rng, lambda picks: decode_jpegs(jpegs, picks))
+        yield {"frames": frames, "label": sample["label"]}
+
+
+def to_eval_views(samples: Iterator[dict], settings: EvalClipSettings) -> Iterator[dict]:
+    for sample in samples:
+        jpegs = sample["frames_jpeg"]
+        frames = eval_clip_views(len(jpegs), settings, lambda picks: decode_jpegs(jpegs, picks))
+        yield {"frames": frames, "label": sample["label"], "index": sample["__index__"], "valid": True}
+
+
+def padding_sample(settings: EvalClipSettings) -> dict:
+    size = settings.image_size
+    return {"frames": torch.zeros(settings.views, settings.num_frames, 3, size, size), "label": 0, "index": -1,
+            "valid": False}
+
+
+def pad_to(samples: Iterator[dict], count: int, settings: EvalClipSettings) -> Iterator[dict]:
+    """Exactly ``count`` samples: the stream, then invalid padding samples (``valid`` False)."""
+    produced = 0
+    for sample in samples:
+        if produced >= count:
+            raise RuntimeError(f"more samples than the manifest promised ({count} for this worker): "
+                               "the shards and manifest.json disagree")
+        produced += 1
+        yield sample
+    for _ in range(count - produced):
+        yield padding_sample(settings)
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def collate_train(samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {"frames": torch.stack([s["frames"] for s in samples]),
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64)}
+
+
+def collate_eval(samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {"frames": torch.stack([s["frames"] for s in samples]),
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+            "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
+            "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64)}
