@@ -116,9 +116,9 @@ def _label_rows(rows: Sequence[AnnotationRow], labels: DatasetLabels, lenient: b
     return labelled
 
 
-def _resolve_layout(layout: str, root: Path, subdir: str, rows: Sequence[AnnotationRow]) -> dict:
+def _resolve_layout(dataset: str, layout: str, root: Path, subdir: str, rows: Sequence[AnnotationRow]) -> dict:
     if layout == AUTO:
-        name, hits = detect_layout(root, subdir, rows)
+        name, hits = detect_layout(dataset, root, subdir, rows)
         return {"layout": name, "template": LAYOUT_PRESETS[name], "subdir": subdir, "detect_hits": hits}
     return {"layout": layout, "template": resolve_template(layout), "subdir": subdir, "detect_hits": None}
 
@@ -198,7 +198,7 @@ def build_k710_lists(annotations: Mapping[str, str | Path | Sequence[str | Path]
         if unknown:
             unknown_labels[dataset] = dict(sorted(unknown.items()))
         usable = [r for r in rows[dataset] if r.split in OUTPUT_SPLITS and labels.k710_row(r.label_name) is not None]
-        layouts[dataset] = _resolve_layout(layout, root, subdirs[dataset], usable)
+        layouts[dataset] = _resolve_layout(dataset, layout, root, subdirs[dataset], usable)
 
     missing: list[MissingVideo] = []
     conflicts: list[dict] = []

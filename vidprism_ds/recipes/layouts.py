@@ -65,7 +65,7 @@ def relative_video_path(template: str, subdir: str, row: AnnotationRow) -> str:
     return posixpath.normpath(posixpath.join(subdir, template.format(**_fields(row))))
 
 
-def detect_layout(root: Path, subdir: str, rows: Sequence[AnnotationRow]) -> tuple[str, dict[str, int]]:
+def detect_layout(dataset: str, root: Path, subdir: str, rows: Sequence[AnnotationRow]) -> tuple[str, dict[str, int]]:
     """The preset that finds the most of a sample of ``rows`` on disk, and every preset's hit count.
 
     The sample is the first rows by YouTube id: ids are random strings, so this is an unbiased and
@@ -80,7 +80,6 @@ def detect_layout(root: Path, subdir: str, rows: Sequence[AnnotationRow]) -> tup
     best = max(LAYOUT_PRESETS, key=lambda name: hits[name])  # max keeps the first of equals
     if hits[best] == 0:
         tried = "; ".join(f"{n}: {t}" for n, t in LAYOUT_PRESETS.items())
-        dataset = sample[0].dataset if sample else "?"
         raise RecipeError(f"{dataset}: none of {len(sample)} sampled videos found under {root / subdir} "
                           f"with any layout ({tried}); check --video-root/--subdir or force one with --layout")
     return best, hits
