@@ -8,12 +8,9 @@ A label list is one class name per line, line i = class i. The K710 index maps a
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from functools import lru_cache
 from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
 
 from vidprism_ds.recipes.errors import RecipeError
@@ -23,22 +20,8 @@ KINETICS_SUBSETS = ("k400", "k600", "k700")
 K710_CLASSES = 710
 
 
-def _labels_dir() -> Traversable:
-    try:
-        return resources.files("vidprism_ds.data") / "labels"
-    except NotADirectoryError:
-        # ``vidprism_ds.data`` has no __init__.py, so it is a namespace package; under an editable
-        # install its __path__ also holds setuptools' placeholder entry, which Python 3.10/3.11's
-        # namespace resource reader rejects. Its real folder is the first existing directory entry.
-        package = importlib.import_module("vidprism_ds.data")
-        folders = [entry for entry in package.__path__ if os.path.isdir(entry)]
-        if not folders:
-            raise RecipeError("cannot locate the packaged label lists (vidprism_ds/data/labels)") from None
-        return Path(folders[0]) / "labels"
-
-
 def _read_packaged(file_name: str) -> str:
-    return (_labels_dir() / file_name).read_text(encoding="utf-8")
+    return (resources.files("vidprism_ds.data") / "labels" / file_name).read_text(encoding="utf-8")
 
 
 def parse_label_list(text: str, where: str) -> tuple[str, ...]:
