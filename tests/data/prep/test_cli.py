@@ -40,7 +40,6 @@ def _write_audio_only(path):
             container.mux(packet)
 
 
-@pytest.mark.slow
 def test_codecs_and_shapes_are_kept_and_broken_inputs_are_skipped_with_reasons(tmp_path, helpers):
     clip = render_video(("codec", 0), 0, 64, 12)  # (decord 0.6 cannot decode 48-pixel-wide frames)
     rng = np.random.default_rng(0)

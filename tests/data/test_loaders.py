@@ -1,0 +1,109 @@
+"""Loaders over real shards: exactly-once evaluation, equal batches on every rank, train epochs."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from vidprism_ds.config.schema import DataConfig
+from vidprism_ds.data import build_eval_loader, build_raw_eval_loader, build_raw_train_loader, build_train_loader
+from vidprism_ds.data.loaders import eval_plan
+from vidprism_ds.data.stages import keep_safe_members
+
+
+def _cfg(**overrides):
+    settings = dict(dataset="synthetic", num_frames=4, image_size=32, num_workers=2, shuffle_buffer=4,
+                    test_clips=1, test_crops=1)
+    settings.update(overrides)
+    return DataConfig(**settings)
+
+
+def _labels_by_index(synthetic_shards):
+    return {i: label for i, (_, label) in enumerate(synthetic_shards["rows"])}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_eval_sees_every_sample_exactly_once_over_two_ranks_and_two_workers(synthetic_shards, batch_size):
+    cfg = _cfg(test_clips=2, test_crops=3)
+    seen, batches_per_rank = Counter(), []
+    for rank in range(2):
+        loader = build_eval_loader(cfg, synthetic_shards["dir"], batch_size, rank=rank, world_size=2)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        batches_per_rank.append(len(batches))
+        for batch in batches:
+            assert batch["frames"].shape == (batch_size, 6, 4, 3, 32, 32) and batch["frames"].dtype == torch.float32
+            assert batch["labels"].dtype == torch.int64 and batch["valid"].dtype == torch.bool
+            assert torch.all(batch["index"][~batch["valid"]] == -1)
+            assert torch.all(batch["frames"][~batch["valid"]] == 0)
+            for index, label in zip(batch["index"][batch["valid"]].tolist(), batch["labels"][batch["valid"]].tolist()):
+                seen[index] += 1
+                assert label == _labels_by_index(synthetic_shards)[index]
+    assert batches_per_rank[0] == batches_per_rank[1]
+    assert seen == Counter(range(10))  # every one of the 10 samples once, nothing twice
+
+
+def test_eval_plan_pads_every_worker_to_the_same_batch_count():
+    plan = eval_plan(num_samples=10, batch_size=3, world_size=2, num_workers=2)
+    assert (plan.batches_per_worker, plan.samples_per_worker, plan.batches_per_rank) == (1, 3, 2)
+    assert eval_plan(0, 4, 2, 2).batches_per_rank == 0
+    assert eval_plan(3, 2, 2, 2).batches_per_rank == 2  # more slots than samples: padding only
+
+
+def test_train_gives_equal_full_batches_per_rank_and_reseeds_per_epoch(synthetic_shards):
+    cfg = _cfg(num_workers=2)
+    loaders = [build_train_loader(cfg, synthetic_shards["dir"], 2, rank=r, world_size=2, seed=5) for r in range(2)]
+    assert [len(loader) for loader in loaders] == [2, 2]  # 10 samples // (2 ranks x 2 per batch)
+    for loader in loaders:
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        for batch in batches:
+            assert batch["frames"].shape == (2, 4, 3, 32, 32) and batch["labels"].shape == (2,)
+    first = [b["frames"] for b in loaders[0]]
+    again = [b["frames"] for b in loaders[0]]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # same seed and epoch: same batches
+    loaders[0].set_epoch(1)
+    other_epoch = [b["frames"] for b in loaders[0]]
+    assert not all(torch.equal(a, b) for a, b in zip(first, other_epoch))
+
+
+def test_train_in_process_covers_the_labels_it_reads(synthetic_shards):
+    cfg = _cfg(num_workers=0, shuffle_buffer=0)
+    loader = build_train_loader(cfg, synthetic_shards["dir"], 5, seed=1)
+    assert len(loader) == 2
+    labels = torch.cat([b["labels"] for b in loader]).tolist()
+    assert sorted(labels) == sorted(label for _, label in synthetic_shards["rows"])  # one round of 10 samples
+
+
+def test_raw_loader_matches_the_shard_loader(synthetic_shards):
+    cfg = _cfg(num_workers=0, test_clips=2)
+    shard_batches = list(build_eval_loader(cfg, synthetic_shards["dir"], 5))
+    raw_batches = list(build_raw_eval_loader(cfg, synthetic_shards["list"], 5, video_root=synthetic_shards["root"]))
+    assert len(raw_batches) == len(shard_batches) == 2
+    for raw, shard in zip(raw_batches, shard_batches):
+        assert raw["frames"].shape == shard["frames"].shape
+        assert torch.equal(raw["labels"], shard["labels"]) and torch.equal(raw["index"], shard["index"])
+        # the same frames; the shards only add JPEG loss
+        assert (raw["frames"] - shard["frames"]).abs().mean() < 0.1
+    train = build_raw_train_loader(cfg, synthetic_shards["list"], 4, video_root=synthetic_shards["root"])
+    batch = next(iter(train))
+    assert batch["frames"].shape == (4, 4, 3, 32, 32)
+
+
+def test_only_frames_json_and_cls_are_decoded():
+    meta = json.dumps({"label": 1}).encode()
+    sample = {"__key__": "000000001", "000000.jpg": b"j0", "000001.jpg": b"j1", "json": meta, "cls": b"1",
+              "pickle": b"\x80\x04 never unpickled", "pyd": b"x", "npy": b"x", "frame.png": b"x"}
+    (kept,) = keep_safe_members(iter([sample]))
+    assert kept["frames_jpeg"] == [b"j0", b"j1"] and kept["label"] == 1 and kept["meta"] == {"label": 1}
+    assert set(kept) == {"__key__", "__index__", "frames_jpeg", "meta", "label"}
+    assert list(keep_safe_members(iter([{"__key__": "x", "pickle": b"x", "cls": b"1", "json": meta}]))) == []
+
+
+def test_direction_sensitive_datasets_are_never_flipped():
+    from vidprism_ds.data.loaders import _train_settings
+
+    assert _train_settings(_cfg(dataset="k400", hflip=True)).flip
+    assert not _train_settings(_cfg(dataset="k400", hflip=False)).flip
+    assert not _train_settings(_cfg(dataset="ssv2", hflip=True)).flip
