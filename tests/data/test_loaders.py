@@ -10,6 +10,7 @@ from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import build_eval_loader, build_raw_eval_loader, build_raw_train_loader, build_train_loader
 from vidprism_ds.data.loaders import eval_plan
 from vidprism_ds.data.stages import keep_safe_members
+from vidprism_ds.data.tar_reader import shard_samples
 
 
 def _cfg(**overrides):
@@ -84,21 +85,45 @@ def test_raw_loader_matches_the_shard_loader(synthetic_shards):
     for raw, shard in zip(raw_batches, shard_batches):
         assert raw["frames"].shape == shard["frames"].shape
         assert torch.equal(raw["labels"], shard["labels"]) and torch.equal(raw["index"], shard["index"])
-        # the same frames; the shards only add JPEG loss
-        assert (raw["frames"] - shard["frames"]).abs().mean() < 0.1
+        # the same frames (the shards only add JPEG loss): far closer than two different videos are
+        same_video = (raw["frames"] - shard["frames"]).abs().mean()
+        other_video = (raw["frames"] - shard["frames"].roll(1, dims=0)).abs().mean()
+        assert same_video < 0.2 and same_video < other_video / 4, (same_video, other_video)
     train = build_raw_train_loader(cfg, synthetic_shards["list"], 4, video_root=synthetic_shards["root"])
     batch = next(iter(train))
     assert batch["frames"].shape == (4, 4, 3, 32, 32)
 
 
-def test_only_frames_json_and_cls_are_decoded():
-    meta = json.dumps({"label": 1}).encode()
-    sample = {"__key__": "000000001", "000000.jpg": b"j0", "000001.jpg": b"j1", "json": meta, "cls": b"1",
-              "pickle": b"\x80\x04 never unpickled", "pyd": b"x", "npy": b"x", "frame.png": b"x"}
-    (kept,) = keep_safe_members(iter([sample]))
-    assert kept["frames_jpeg"] == [b"j0", b"j1"] and kept["label"] == 1 and kept["meta"] == {"label": 1}
+class _Booby:
+    """Unpickling this creates a file: proof that a member was unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_only_frames_json_and_cls_are_read(tmp_path):
+    import io
+    import pickle
+    import tarfile
+
+    marker = tmp_path / "unpickled"
+    members = {"000000001.000000.jpg": b"j0", "000000001.000001.jpg": b"j1",
+               "000000001.json": json.dumps({"label": 1}).encode(), "000000001.cls": b"1",
+               "000000001.pickle": pickle.dumps(_Booby(str(marker))), "000000001.pyd": pickle.dumps(_Booby(str(marker))),
+               "000000002.pickle": b"x", "000000002.json": b"{}", "000000002.cls": b"0"}  # no frames: dropped
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (kept,) = keep_safe_members(shard_samples(str(tmp_path / "s.tar")))
+    assert [m.read() for m in kept["frames_jpeg"]] == [b"j0", b"j1"]
+    assert kept["label"] == 1 and kept["meta"] == {"label": 1} and kept["__key__"] == "000000001"
     assert set(kept) == {"__key__", "__index__", "frames_jpeg", "meta", "label"}
-    assert list(keep_safe_members(iter([{"__key__": "x", "pickle": b"x", "cls": b"1", "json": meta}]))) == []
+    assert not marker.exists()
 
 
 def test_direction_sensitive_datasets_are_never_flipped():

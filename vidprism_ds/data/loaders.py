@@ -4,7 +4,8 @@ Each ``build_*`` returns an ``EpochLoader``: iterate it for one epoch of batches
 number of batches this rank gets per epoch (the same on every rank), ``set_epoch(e)`` reseeds shard
 order, sample shuffling and augmentation for epoch e.
 
-Training (``build_train_loader``): resampled shards -> tar samples -> shuffle buffer -> safe members
+Training (``build_train_loader``): resampled shards -> lazy tar samples (``tar_reader``: headers now,
+frame bytes only when picked) -> shuffle buffer -> safe members
 -> this worker's share of a fixed number of batches -> segment sampling + clip-consistent
 augmentation -> full batches. Batches per rank per epoch = max(1, manifest samples // (world_size x
 micro_batch)), so no rank waits on another at the end of an epoch.
@@ -31,6 +32,7 @@ from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import raw, stages
 from vidprism_ds.data.manifest import load_manifest
 from vidprism_ds.data.presets import is_direction_sensitive, load_class_names
+from vidprism_ds.data.transforms import normalise
 from vidprism_ds.data.video_lists import read_video_list
 
 
@@ -54,7 +56,17 @@ class EpochLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         loader = DataLoader(self._make_pipeline(self.epoch), batch_size=None, num_workers=self.num_workers,
                             persistent_workers=False, prefetch_factor=2 if self.num_workers > 0 else None)
-        return iter(loader)
+        for batch in loader:
+            yield finalise_batch(batch)
+
+
+def finalise_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Workers ship uint8 frames (4x fewer bytes through shared memory); the consumer gets float32
+    CLIP-normalised frames, with padding samples (``valid`` False) all zeros."""
+    frames = normalise(batch["frames"])
+    if "valid" in batch and not bool(batch["valid"].all()):
+        frames[~batch["valid"]] = 0.0
+    return {**batch, "frames": frames}
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -112,8 +124,8 @@ def _shard_dir(given: Optional[str | Path], configured: str, key: str) -> Path:
 def train_pipeline(shard_paths: list[str], cfg: DataConfig, micro_batch: int, rank: int, world_size: int, seed: int,
                    batches_per_rank: int, epoch: int) -> wds.DataPipeline:
     return wds.DataPipeline(
-        functools.partial(stages.train_shard_source, shard_paths, seed, epoch, rank, world_size),
-        wds.tarfile_to_samples(),
+        functools.partial(stages.endless_permutations, shard_paths, seed, epoch, rank, world_size),
+        stages.read_shards,
         functools.partial(stages.shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
         stages.keep_safe_members,

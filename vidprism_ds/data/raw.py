@@ -13,7 +13,7 @@ import random
 import warnings
 from typing import Iterator, Sequence
 
-from PIL import Image
+import torch
 
 from vidprism_ds.data.prep.encode import FrameSettings
 from vidprism_ds.data.sampling import base_frame_indices
@@ -31,12 +31,13 @@ def eval_entry_source(entries: Sequence[VideoEntry], rank: int, world_size: int)
 
 
 def _frame_loader(video: OpenedVideo, base: list[int]):
-    """``load(picks)`` for the clip builders: decode the picked base frames in one sorted batch."""
-    def load(picks: Sequence[int]) -> list[Image.Image]:
+    """``load(picks)`` for the clip builders: decode the picked base frames in one sorted batch,
+    as uint8 (len(picks), 3, H, W) (a channels-last view of decord's (N, H, W, 3), no copy)."""
+    def load(picks: Sequence[int]) -> torch.Tensor:
         distinct = sorted(set(picks))
-        frames_nhwc = read_frames(video, [base[p] for p in distinct])
-        by_pick = {p: Image.fromarray(frame) for p, frame in zip(distinct, frames_nhwc)}
-        return [by_pick[p] for p in picks]
+        frames_t3hw = torch.from_numpy(read_frames(video, [base[p] for p in distinct])).permute(0, 3, 1, 2)
+        position = {p: i for i, p in enumerate(distinct)}
+        return frames_t3hw[[position[p] for p in picks]]
 
     return load
 

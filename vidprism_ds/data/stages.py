@@ -9,7 +9,6 @@ worker process that runs it.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-import webdataset as wds
-from PIL import Image
+from torch.utils.data import default_collate
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidprism_ds.data.sampling import eval_clip_offsets, segment_indices
+from vidprism_ds.data.tar_reader import TarMember, shard_samples
 from vidprism_ds.data.transforms import apply_clip_augmentation, draw_clip_augmentation, eval_views
 
 FRAME_MEMBER = re.compile(r"^\d{6}\.jpg$")
@@ -86,10 +86,10 @@ def endless_permutations(items: Sequence[Any], seed: int, epoch: int, rank: int,
         round_index += 1
 
 
-def train_shard_source(shard_paths: Sequence[str], seed: int, epoch: int, rank: int, world_size: int) -> Iterator[dict]:
-    """Resampled shard stream of one slot, as the url dicts ``webdataset.tarfile_to_samples`` reads."""
-    for path in endless_permutations(shard_paths, seed, epoch, rank, world_size):
-        yield {"url": path}
+def read_shards(shard_paths: Iterator[str]) -> Iterator[dict]:
+    """Shard paths -> lazy samples (see ``vidprism_ds.data.tar_reader``)."""
+    for path in shard_paths:
+        yield from shard_samples(path)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def eval_shard_ranges(shard_sizes: Sequence[tuple[str, int]], slot: Slot) -> lis
 def eval_sample_source(shard_sizes: Sequence[tuple[str, int]], rank: int, world_size: int) -> Iterator[dict]:
     """Raw samples of this slot's range, in global order, each with ``__index__`` (global position)."""
     for piece in eval_shard_ranges(shard_sizes, current_slot(rank, world_size)):
-        for position, sample in enumerate(wds.tarfile_samples([{"url": piece.path}])):
+        for position, sample in enumerate(shard_samples(piece.path)):
             if position >= piece.stop:
                 break
             if position >= piece.first:
@@ -128,25 +128,30 @@ def eval_sample_source(shard_sizes: Sequence[tuple[str, int]], rank: int, world_
 
 
 def shuffle_buffer(samples: Iterator[dict], bufsize: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[dict]:
-    """Reservoir-style shuffle: fill ``bufsize`` samples, then emit a random one per new sample."""
+    """Shuffle buffer of ``bufsize`` samples. While it fills, two samples go in per sample out, so the
+    first batch does not wait for a full buffer (as webdataset's shuffle does)."""
     if bufsize <= 1:
         yield from samples
         return
+    samples = iter(samples)
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "samples")
     buffer: list[dict] = []
     for sample in samples:
         buffer.append(sample)
-        if len(buffer) >= bufsize:
-            pick = rng.randrange(len(buffer))
-            buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
-            yield buffer.pop()
+        if len(buffer) < bufsize:
+            extra = next(samples, None)
+            if extra is not None:
+                buffer.append(extra)
+        pick = rng.randrange(len(buffer))
+        buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
+        yield buffer.pop()
     rng.shuffle(buffer)
     yield from buffer
 
 
 def keep_safe_members(samples: Iterator[dict]) -> Iterator[dict]:
-    """Keep only frame JPEGs, ``json`` and ``cls`` (no other member is ever decoded, pickles included);
-    drop samples lacking any of the three."""
+    """Keep only frame JPEGs, ``json`` and ``cls``: no other member is ever read, pickles included.
+    Samples lacking any of the three are dropped. Frames stay lazy (``TarMember``) until a clip picks them."""
     for sample in samples:
         frames = sorted(k for k in sample if FRAME_MEMBER.match(k))
         if not frames or "json" not in sample or "cls" not in sample:
@@ -155,8 +160,8 @@ def keep_safe_members(samples: Iterator[dict]) -> Iterator[dict]:
             "__key__": sample.get("__key__"),
             "__index__": sample.get("__index__", -1),
             "frames_jpeg": [sample[k] for k in frames],
-            "meta": json.loads(sample["json"].decode("utf-8")),
-            "label": int(sample["cls"].decode("ascii")),
+            "meta": json.loads(sample["json"].read().decode("utf-8")),
+            "label": int(sample["cls"].read().decode("ascii")),
         }
 
 
@@ -176,14 +181,15 @@ def take_worker_share(samples: Iterator[dict], batches_per_rank: int, batch_size
 # ---------------------------------------------------------------------------------------------- clips
 
 
-def decode_jpegs(frames_jpeg: Sequence[bytes], picks: Sequence[int]) -> list[Image.Image]:
-    """Decode only the picked frames (each distinct one once)."""
-    cache = {}
-    for p in sorted(set(picks)):
-        image = Image.open(io.BytesIO(frames_jpeg[p]))
-        image.load()
-        cache[p] = image
-    return [cache[p] for p in picks]
+def decode_jpegs(frames_jpeg: Sequence[TarMember], picks: Sequence[int]) -> torch.Tensor:
+    """uint8 (len(picks), 3, H, W): read and decode only the picked frames, each distinct one once."""
+    distinct = sorted(set(picks))
+    decoded = torch.stack([decode_jpeg(torch.frombuffer(bytearray(frames_jpeg[p].read()), dtype=torch.uint8),
+                                       mode=ImageReadMode.RGB) for p in distinct])
+    if len(distinct) == len(picks):  # picks are ascending and distinct whenever T <= frames kept
+        return decoded
+    position = {p: i for i, p in enumerate(distinct)}
+    return decoded[[position[p] for p in picks]]
 
 
 @dataclass(frozen=True)
@@ -208,27 +214,24 @@ class EvalClipSettings:
 
 
 def train_clip(num_available: int, settings: TrainClipSettings, rng: random.Random, load) -> torch.Tensor:
-    """(T, 3, S, S) from random segment positions and one clip-wide augmentation.
+    """uint8 (T, 3, S, S) from random segment positions and one clip-wide augmentation.
 
-    ``load(picks) -> list[PIL.Image]`` fetches the chosen frames (JPEG decode or video decode)."""
+    ``load(picks) -> uint8 (len(picks), 3, H, W)`` fetches the chosen frames (JPEG or video decode)."""
     picks = segment_indices(num_available, settings.num_frames, rng)
-    images = load(picks)
-    width, height = images[0].size
+    frames_t3hw = load(picks)
+    height, width = frames_t3hw.shape[-2:]
     augmentation = draw_clip_augmentation(width, height, rng, settings.crop_scale_min, settings.flip,
                                           settings.grayscale_prob)
-    return apply_clip_augmentation(images, augmentation, settings.image_size)
+    return apply_clip_augmentation(frames_t3hw, augmentation, settings.image_size)
 
 
 def eval_clip_views(num_available: int, settings: EvalClipSettings, load) -> torch.Tensor:
-    """(V, T, 3, S, S), V = clips x crops, clip-major (view v = clip * crops + crop)."""
+    """uint8 (V, T, 3, S, S), V = clips x crops, clip-major (view v = clip * crops + crop)."""
     per_clip_picks = [segment_indices(num_available, settings.num_frames, None, offset)
                       for offset in eval_clip_offsets(settings.clips)]
-    flat = load([p for picks in per_clip_picks for p in picks])
-    views = []
-    for c in range(settings.clips):
-        clip_images = flat[c * settings.num_frames:(c + 1) * settings.num_frames]
-        views.append(eval_views(clip_images, settings.image_size, settings.crops))
-    return torch.cat(views, dim=0)
+    flat_t3hw = load([p for picks in per_clip_picks for p in picks])
+    clips = flat_t3hw.split(settings.num_frames)
+    return torch.cat([eval_views(clip, settings.image_size, settings.crops) for clip in clips], dim=0)
 
 
 def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
@@ -249,8 +252,8 @@ def to_eval_views(samples: Iterator[dict], settings: EvalClipSettings) -> Iterat
 
 def padding_sample(settings: EvalClipSettings) -> dict:
     size = settings.image_size
-    return {"frames": torch.zeros(settings.views, settings.num_frames, 3, size, size), "label": 0, "index": -1,
-            "valid": False}
+    return {"frames": torch.zeros(settings.views, settings.num_frames, 3, size, size, dtype=torch.uint8), "label": 0,
+            "index": -1, "valid": False}
 
 
 def pad_to(samples: Iterator[dict], count: int, settings: EvalClipSettings) -> Iterator[dict]:
@@ -270,12 +273,13 @@ def pad_to(samples: Iterator[dict], count: int, settings: EvalClipSettings) -> I
 
 
 def collate_train(samples: list[dict]) -> dict[str, torch.Tensor]:
-    return {"frames": torch.stack([s["frames"] for s in samples]),
+    # default_collate stacks straight into shared memory inside a worker: no extra copy on the way out
+    return {"frames": default_collate([s["frames"] for s in samples]),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64)}
 
 
 def collate_eval(samples: list[dict]) -> dict[str, torch.Tensor]:
-    return {"frames": torch.stack([s["frames"] for s in samples]),
+    return {"frames": default_collate([s["frames"] for s in samples]),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
             "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
             "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64)}
