@@ -1,0 +1,66 @@
+"""Backbone + temporal head = the video classifier, and the one place that builds it from config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vidprism_ds.config.schema import ModelConfig
+from vidprism_ds.model.backbone import FrameEncoder, build_frame_encoder
+from vidprism_ds.model.head import HeadOutput, VidPrismHead
+
+
+class MeanPoolHead(nn.Module):
+    """Baseline: average the frame embeddings over time, then a linear classifier (a frame-bag model)."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.ln = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        fused_bd = self.ln(x_btd.mean(dim=1))
+        zero = x_btd.new_zeros(())
+        return HeadOutput(
+            logits=self.classifier(fused_bd), expert_weights=x_btd.new_ones(x_btd.shape[0], 1), fused=fused_bd,
+            projection=self.projection(fused_bd), expert_means=fused_bd[:, None], rank_loss=zero,
+            diversity_loss=zero, balance_loss=zero, router_aux_loss=zero, router_z_loss=zero)
+
+
+class VideoClassifier(nn.Module):
+    """clips (B, T, 3, H, W) -> frame embeddings (B, T, D) -> ``HeadOutput``."""
+
+    def __init__(self, backbone: FrameEncoder, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, clips_btchw: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        return self.head(self.backbone(clips_btchw), importance_prior_bt)
+
+
+@dataclass
+class BuiltModel:
+    model: VideoClassifier
+    clip: nn.Module  # the full CLIP (shares the visual tower); its text tower makes class embeddings
+
+
+def build_head(cfg: ModelConfig, dim: int, num_classes: int, max_frames: int) -> nn.Module:
+    if cfg.variant == "meanpool":
+        return MeanPoolHead(dim, num_classes)
+    return VidPrismHead(dim, num_classes, cfg.head, max_frames=max_frames)
+
+
+def build_video_model(cfg: ModelConfig, num_classes: int, num_frames: int, seed: int = 0) -> BuiltModel:
+    """Build the classifier on one process. Parallelism is applied afterwards, never here."""
+    if num_classes < 1:
+        raise ValueError("num_classes must be >= 1 (model.num_classes or the dataset's label list)")
+    backbone, clip_model = build_frame_encoder(cfg.backbone, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)  # the head's init does not depend on the backbone's size
+        head = build_head(cfg, backbone.embed_dim, num_classes, max_frames=num_frames)
+    return BuiltModel(VideoClassifier(backbone, head), clip_model)
