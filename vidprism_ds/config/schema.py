@@ -34,6 +34,9 @@ class BackboneConfig:
     trainable_blocks: int = 0
     grad_checkpointing: bool = False
     image_size: int = 224
+    # MLP activation of the towers: QuickGELU for OpenAI's CLIP weights (the paper's backbone);
+    # false (plain GELU) for open_clip's LAION-trained weights.
+    quick_gelu: bool = True
 
 
 @dataclass

@@ -81,29 +81,29 @@ def clip_model_config(arch: str, image_size: int) -> dict[str, Any]:
     return model_cfg
 
 
-def build_clip(cfg: BackboneConfig, *, seed: int = 0, quick_gelu: bool = True) -> CLIP:
+def build_clip(cfg: BackboneConfig, *, seed: int = 0) -> CLIP:
     """Builds an open_clip ``CLIP`` for ``cfg.arch`` and loads ``cfg.pretrained_path`` if given.
 
     The random initialisation is drawn from a private generator state seeded with ``seed`` (the global
     RNG is left as it was), so a randomly initialised backbone is reproducible and identified by
-    ``backbone_identity``. ``quick_gelu`` is True because OpenAI's CLIP (the paper's backbone) was
-    trained with QuickGELU; open_clip's own LAION-trained weights use GELU and need ``quick_gelu=False``.
+    ``backbone_identity``. ``cfg.quick_gelu`` is True by default because OpenAI's CLIP (the paper's
+    backbone) was trained with QuickGELU; open_clip's own LAION-trained weights use GELU and need it False.
     """
     model_cfg = clip_model_config(cfg.arch, cfg.image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIP(**model_cfg, quick_gelu=quick_gelu)
+        model = CLIP(**model_cfg, quick_gelu=cfg.quick_gelu)
     if cfg.pretrained_path:
         load_clip_weights(model, cfg.pretrained_path)
     return model
 
 
-def backbone_identity(cfg: BackboneConfig, *, seed: int = 0, quick_gelu: bool = True) -> str:
+def backbone_identity(cfg: BackboneConfig, *, seed: int = 0) -> str:
     """A string that changes whenever the towers ``build_clip`` returns would compute differently:
     the arch plus the SHA-256 of the weights file, or plus the image size and seed of a random init
     (the image size matters there: it changes how many random numbers the visual tower draws before
     the text tower is initialised). Used to key the class text embedding cache."""
-    activation = "" if quick_gelu else "-gelu"
+    activation = "" if cfg.quick_gelu else "-gelu"
     if cfg.pretrained_path:
         return f"{cfg.arch}{activation}:sha256-{weights_file_digest(cfg.pretrained_path)}"
     return f"{cfg.arch}{activation}-{cfg.image_size}px:random-init-seed-{seed}"
@@ -212,11 +212,10 @@ class FrameEncoder(nn.Module):
         return x_nd.reshape(batch, frames, -1)
 
 
-def build_frame_encoder(cfg: BackboneConfig, *, seed: int = 0,
-                        quick_gelu: bool = True) -> tuple[FrameEncoder, CLIP]:
+def build_frame_encoder(cfg: BackboneConfig, *, seed: int = 0) -> tuple[FrameEncoder, CLIP]:
     """Builds the CLIP model for ``cfg`` and its ``FrameEncoder`` (freeze mode and gradient
     checkpointing from ``cfg``). Returns ``(frame_encoder, clip_model)``; they share the visual tower."""
-    clip_model = build_clip(cfg, seed=seed, quick_gelu=quick_gelu)
+    clip_model = build_clip(cfg, seed=seed)
     frame_encoder = FrameEncoder(clip_model.visual, freeze=cfg.freeze, trainable_blocks=cfg.trainable_blocks,
                                  grad_checkpointing=cfg.grad_checkpointing)
     return frame_encoder, clip_model
