@@ -35,3 +35,16 @@ def test_custom_label_file(tmp_path):
         presets.load_class_names("custom", tmp_path / "dup.txt")
     with pytest.raises(ValueError, match="unknown dataset preset"):
         presets.get_preset("k999")
+
+
+def test_label_list_errors_name_the_file_and_line(tmp_path):
+    (tmp_path / "gap.txt").write_text("a\n\nb\n")
+    with pytest.raises(ValueError, match=r"gap\.txt: line 2 is empty"):
+        presets.load_class_names("custom", tmp_path / "gap.txt")
+    (tmp_path / "twice.txt").write_text("a\nb\na\n\n")
+    with pytest.raises(ValueError, match=r"twice\.txt: duplicate class names .*\['a'\]"):
+        presets.load_class_names("custom", tmp_path / "twice.txt")
+
+
+def test_packaged_lists_are_the_presets_with_a_label_file():
+    assert presets.PACKAGED_LISTS == ("k400", "k600", "k700", "k710", "ucf101", "hmdb51", "ssv2")

@@ -60,6 +60,9 @@ PRESETS: dict[str, DatasetPreset] = {
 CUSTOM = "custom"
 DATASET_NAMES: tuple[str, ...] = tuple(PRESETS) + (CUSTOM,)
 
+# Presets whose class list ships with the package (all but the built-in synthetic classes).
+PACKAGED_LISTS: tuple[str, ...] = tuple(name for name, p in PRESETS.items() if p.label_file is not None)
+
 # Datasets whose classes are rows of the Kinetics-710 head (k710_index_of_<name>.json).
 K710_SUBSETS: tuple[str, ...] = ("k400", "k600", "k700")
 
@@ -80,14 +83,16 @@ def _read_resource_text(name: str) -> str:
     return resources.files(LABELS_PACKAGE).joinpath(name).read_text(encoding="utf-8")
 
 
-def parse_class_names(text: str) -> list[str]:
-    """One class per line; blank trailing lines are ignored, blank lines inside are an error."""
-    lines = text.rstrip("\n").split("\n")
-    names = [line.rstrip("\r").strip() for line in lines]
-    if any(not n for n in names):
-        raise ValueError("label list has an empty line inside it")
+def parse_class_names(text: str, where: str = "label list") -> list[str]:
+    """One class per line; blank trailing lines are ignored, a blank line inside or a repeated name is
+    an error. ``where`` (a file name) starts the error message."""
+    names = [line.strip() for line in text.rstrip("\r\n").splitlines()]
+    for line_no, name in enumerate(names, start=1):
+        if not name:
+            raise ValueError(f"{where}: line {line_no} is empty; a label list has one class name per line")
     if len(set(names)) != len(names):
-        raise ValueError("label list has duplicate class names")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{where}: duplicate class names (listed twice): {repeated[:3]}")
     return names
 
 
@@ -97,7 +102,7 @@ def _preset_class_names(dataset: str) -> tuple[str, ...]:
     if preset.label_file is None:
         names = list(SYNTHETIC_CLASSES)
     else:
-        names = parse_class_names(_read_resource_text(preset.label_file))
+        names = parse_class_names(_read_resource_text(preset.label_file), f"packaged {preset.label_file}")
     if len(names) != preset.num_classes:
         raise ValueError(f"{preset.label_file}: {len(names)} classes, preset {dataset} expects {preset.num_classes}")
     return tuple(names)
@@ -106,7 +111,7 @@ def _preset_class_names(dataset: str) -> tuple[str, ...]:
 def load_class_names(dataset: str, label_file: str | Path = "") -> list[str]:
     """The class list: ``label_file`` when given, else the preset's packaged list."""
     if label_file:
-        return parse_class_names(Path(label_file).read_text(encoding="utf-8"))
+        return parse_class_names(Path(label_file).read_text(encoding="utf-8"), str(label_file))
     if dataset == CUSTOM:
         raise ValueError("dataset 'custom' needs a label file")
     return list(_preset_class_names(dataset))
@@ -117,9 +122,13 @@ def _k710_index(dataset: str) -> tuple[int, ...]:
     if dataset not in K710_SUBSETS:
         raise ValueError(f"no K710 index map for {dataset!r}; there is one for {', '.join(K710_SUBSETS)}")
     index = json.loads(_read_resource_text(f"k710_index_of_{dataset}.json"))
-    expected = PRESETS[dataset].num_classes
-    if len(index) != expected or len(set(index)) != expected or not all(0 <= i < 710 for i in index):
-        raise ValueError(f"k710_index_of_{dataset}.json is not a one-to-one map of {expected} classes into 710")
+    expected, k710_classes = PRESETS[dataset].num_classes, PRESETS["k710"].num_classes
+    # A broken map would silently mislabel videos, so check it before anything is built on it.
+    if len(index) != expected or len(set(index)) != expected or not all(
+        isinstance(row, int) and not isinstance(row, bool) and 0 <= row < k710_classes for row in index
+    ):
+        raise ValueError(f"k710_index_of_{dataset}.json is not a one-to-one map of {expected} classes "
+                         f"into {k710_classes} rows")
     return tuple(index)
 
 

@@ -34,7 +34,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv", ".wmv")
 LIST_FORMATS = ("auto", "path_label", "path_frames_label", "kinetics_csv", "ssv2_json")
@@ -72,6 +72,22 @@ _TWO_COLUMNS = re.compile(r"^(.*\S)\s+(-?\d+)$")
 _THREE_COLUMNS = re.compile(r"^(.*\S)\s+(-?\d+)\s+(-?\d+)$")
 
 
+def list_rows(text: str) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, stripped line)`` of each row of a text list; blank lines and ``#``
+    comments are not rows. The one definition of a row, shared with ``vidprism_ds.recipes.listfile``."""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield line_no, stripped
+
+
+def split_trailing_label(row: str) -> Optional[tuple[str, int]]:
+    """``"a/clip 12.mp4 7"`` -> ``("a/clip 12.mp4", 7)``: the label is the last token and everything
+    before it is kept verbatim (paths may contain spaces). None when the row does not end in an integer."""
+    two = _TWO_COLUMNS.match(row.strip())
+    return (two.group(1), int(two.group(2))) if two else None
+
+
 def _parse_text_line(line: str, list_format: str, where: str) -> tuple[str, int]:
     stripped = line.strip()
     three = _THREE_COLUMNS.match(stripped)
@@ -79,21 +95,19 @@ def _parse_text_line(line: str, list_format: str, where: str) -> tuple[str, int]
         if not three:
             raise VideoListError(f"{where}: expected 'path num_frames label', got {stripped!r}")
         return three.group(1), int(three.group(3))
-    two = _TWO_COLUMNS.match(stripped)
-    if not two:
+    two = split_trailing_label(stripped)
+    if two is None:
         raise VideoListError(f"{where}: expected 'path label' or 'path num_frames label', got {stripped!r}")
     # "a/b.mp4 300 7" is three columns; "a/clip 12.mp4 7" and "a/dir 7" are two.
-    if list_format == "auto" and three and not _has_video_extension(two.group(1)):
+    if list_format == "auto" and three and not _has_video_extension(two[0]):
         return three.group(1), int(three.group(3))
-    return two.group(1), int(two.group(2))
+    return two
 
 
 def _read_text_list(list_path: Path, root: Path, list_format: str, num_classes: Optional[int]) -> list[VideoEntry]:
     entries = []
     text = list_path.read_text(encoding="utf-8")
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for line_no, line in list_rows(text):
         rel, label = _parse_text_line(line, list_format, f"{list_path}:{line_no}")
         entries.append(VideoEntry(path=str(root / rel), label=label, video_id=rel, line=line_no,
                                   problem=_label_problem(label, num_classes)))

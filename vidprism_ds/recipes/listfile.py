@@ -2,20 +2,19 @@
 
 Paths may contain spaces, so the label is the last whitespace-separated token and everything before
 it is kept verbatim (for an mmaction-style ``path num_frames label`` line that is ``path num_frames``;
-the recipes here only read and rewrite the label, so both formats pass through unchanged). Blank lines
-and lines starting with ``#`` are skipped, as the data loader does.
+the recipes here only read and rewrite the label, so both formats pass through unchanged). What a row
+is (blank lines and ``#`` comments are not) and how its label is split off come from the data
+loader's reader, ``vidprism_ds.data.video_lists``, so the two always agree.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from vidprism_ds.data.video_lists import list_rows, split_trailing_label
 from vidprism_ds.recipes.errors import RecipeError
-
-_LINE = re.compile(r"^(\S.*?)\s+(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,11 @@ def read_list(path: str | Path) -> list[ListLine]:
     if not path.is_file():
         raise RecipeError(f"{path}: list file not found")
     lines = []
-    for line_no, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text = raw.strip()
-        if not text or text.startswith("#"):
-            continue
-        match = _LINE.match(text)
-        if not match:
+    for line_no, text in list_rows(path.read_text(encoding="utf-8")):
+        split = split_trailing_label(text)
+        if split is None or split[1] < 0:
             raise RecipeError(f"{path}:{line_no}: expected 'relative/path label' (label a non-negative integer), got {text!r}")
-        lines.append(ListLine(body=match.group(1), label=int(match.group(2)), line_no=line_no))
+        lines.append(ListLine(body=split[0], label=split[1], line_no=line_no))
     return lines
 
 
