@@ -77,3 +77,19 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_from_dict_rejects_unknown_section():
     with pytest.raises(ConfigError, match="^trainer: unknown key"):
         from_dict({"trainer": {}})
+
+
+def test_init_from_and_class_map():
+    cfg = load_config(overrides=["data.dataset=k600", "train.init_from=runs/k710/model.pt", "train.init_class_map=k600"])
+    assert (cfg.train.init_from, cfg.train.init_class_map) == ("runs/k710/model.pt", "k600")
+    assert load_config(overrides=["train.init_from=ckpt.pt"]).train.init_class_map == ""
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.dataset=ucf101", "train.init_from=a.pt", "train.init_class_map=ucf101"], "is not one of"),
+    (["data.dataset=k400", "train.init_class_map=k400"], "train.init_from, which is not set"),
+    (["data.dataset=k600", "train.init_from=a.pt", "train.init_class_map=k400"], "data.dataset is 'k600'"),
+])
+def test_init_class_map_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=f"^train.init_class_map: .*{message}"):
+        load_config(overrides=overrides)

@@ -159,6 +159,13 @@ class TrainConfig:
     resume: bool = True
     # Stop after this many optimizer steps (0 = run all epochs); for smoke tests and benchmarks.
     max_steps: int = 0
+    # Fine-tune from this checkpoint's weights (a consolidated state dict of VideoClassifier); step,
+    # optimizer and schedule start afresh. Empty = start from the backbone's pretrained weights only.
+    init_from: str = ""
+    # How init_from's classifier rows map to this dataset's classes: "" = the same classes, loaded as
+    # they are; "k400"/"k600"/"k700" = the checkpoint has the 710-way Kinetics-710 classifier and this
+    # dataset's rows are sliced out of it (vidprism_ds.model.classifier_slicing).
+    init_class_map: str = ""
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""Fine-tuning from a Kinetics-710 checkpoint: keep the classifier rows of the target dataset's classes.
+
+Kinetics-710 is the union of the K400, K600 and K700 classes, so a K710 model already has a trained
+classifier row for every class of each of them. ``train.init_class_map = "k400"`` (likewise k600, k700)
+turns the checkpoint's 710-way classifier into a 400-way one by taking, for K400 class i, row
+``k710_index_of_k400[i]``, instead of starting a new classifier from random weights (which is what
+the official code does when the class count changes). The index maps are positional
+(``vidprism_ds.data.presets.load_k710_index``): the lists spell some classes differently, so rows are
+never matched by name.
+
+Only the classifier (``classifier.weight`` (C, D) and ``classifier.bias`` (C,), under any prefix) has a
+class axis; the projection head maps into the text-embedding space and the class text embeddings
+are recomputed from the target label list, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from vidprism_ds.data.presets import get_preset, load_k710_index
+
+CLASSIFIER_PARAMS = ("classifier.weight", "classifier.bias")
+
+
+def _is_classifier_param(key: str) -> bool:
+    return any(key == name or key.endswith("." + name) for name in CLASSIFIER_PARAMS)
+
+
+def slice_classifier(state_dict: Mapping[str, torch.Tensor], rows: Sequence[int],
+                     source_classes: int) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` whose classifier weight and bias keep only ``rows``, in that order.
+
+    Every classifier tensor must have ``source_classes`` rows: a checkpoint that was already sliced,
+    or trained on other classes, is refused rather than sliced wrongly.
+    """
+    index = torch.as_tensor(list(rows), dtype=torch.long)
+    sliced = dict(state_dict)
+    found = [key for key in state_dict if _is_classifier_param(key)]
+    if not found:
+        raise ValueError(f"no classifier to slice: none of the keys ends in {' or '.join(CLASSIFIER_PARAMS)}")
+    for key in found:
+        tensor = state_dict[key]
+        if tensor.shape[0] != source_classes:
+            raise ValueError(f"{key}: has {tensor.shape[0]} classes, expected {source_classes} to slice from "
+                             f"(set train.init_class_map to '' if the checkpoint already has the target classes)")
+        sliced[key] = tensor.index_select(0, index.to(tensor.device)).clone()
+    return sliced
+
+
+def apply_init_class_map(state_dict: Mapping[str, torch.Tensor], init_class_map: str) -> dict[str, torch.Tensor]:
+    """``train.init_class_map`` applied to a checkpoint's state dict: ``""`` leaves it as it is;
+    ``"k400"``/``"k600"``/``"k700"`` slices the 710-way classifier to that dataset's classes."""
+    if not init_class_map:
+        return dict(state_dict)
+    rows = load_k710_index(init_class_map)
+    return slice_classifier(state_dict, rows, source_classes=get_preset("k710").num_classes)
