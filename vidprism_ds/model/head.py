@@ -18,6 +18,7 @@ from vidprism_ds.model.experts import TemporalExpert
 from vidprism_ds.model.fusion import BidirectionalFusion
 from vidprism_ds.model.losses import balance_loss, diversity_between_experts, official_diversity
 from vidprism_ds.model.readout import AttentionReadout
+from vidprism_ds.model.routing import RateGroupRouter
 from vidprism_ds.model.sampler import ContentAwareSampler, StridedPoolSampler
 
 
@@ -58,12 +59,20 @@ class VidPrismHead(nn.Module):
         self.fusion = (BidirectionalFusion(dim, rates, cfg.slow_rate_min, cfg.fusion_gate_threshold,
                                            official=self.official)
                        if cfg.use_fusion else None)
-        # Keyed by global expert id so a rank holding a subset keeps the same parameter names.
+        # Keyed by global expert id (rate group g, member j -> g * experts_per_rate + j) so a rank
+        # holding a subset keeps the same names.
+        self.experts_per_rate = cfg.experts_per_rate
         self.experts = nn.ModuleDict({
-            str(e): TemporalExpert(dim, cfg.expert_heads, cfg.expert_ffn_mult,
-                                   max_positions=max_stream_length(max_frames, r) if cfg.expert_pos_embed else 0)
-            for e, r in enumerate(rates)
+            str(g * cfg.experts_per_rate + j): TemporalExpert(
+                dim, cfg.expert_heads, cfg.expert_ffn_mult,
+                max_positions=max_stream_length(max_frames, r) if cfg.expert_pos_embed else 0)
+            for g, r in enumerate(rates) for j in range(cfg.experts_per_rate)
         })
+        # One expert per rate is the paper's model: no router at all.
+        self.routers = (nn.ModuleList([RateGroupRouter(dim, cfg.experts_per_rate, cfg.router_topk,
+                                                       cfg.router_capacity_factor) for _ in rates])
+                        if cfg.experts_per_rate > 1 else None)
+        self.max_frames = max_frames
         # Not a submodule: placement is applied after construction (vidprism_ds.parallel).
         self.dispatcher: ExpertDispatcher = LocalDispatcher()
         self.readout = AttentionReadout(dim, cfg.readout_heads)
@@ -72,7 +81,11 @@ class VidPrismHead(nn.Module):
 
     @property
     def num_experts(self) -> int:
-        return len(self.rates)
+        return len(self.rates) * self.experts_per_rate
+
+    def expert_stream_lengths(self, num_frames: int) -> list[int]:
+        """Tokens per clip that each global expert reads (for load-balanced expert placement)."""
+        return [max_stream_length(num_frames, r) for r in self.rates for _ in range(self.experts_per_rate)]
 
     def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
         compute_rank = self.training
@@ -82,7 +95,7 @@ class VidPrismHead(nn.Module):
         rank_loss = torch.stack([s.rank_loss for s in sampled]).mean()
         if self.fusion is not None:
             streams = self.fusion(streams)
-        expert_outputs = self.dispatcher(streams, self.experts)
+        expert_outputs, router_aux, router_z = self._run_experts(streams)
         fused_bd, expert_weights_be = self.readout(expert_outputs)
         expert_means_bed = torch.stack([o.mean(dim=1) for o in expert_outputs], dim=1)
         diversity = official_diversity(expert_means_bed) if self.official else diversity_between_experts(expert_means_bed)
@@ -96,7 +109,21 @@ class VidPrismHead(nn.Module):
             rank_loss=rank_loss,
             diversity_loss=diversity,
             balance_loss=balance_loss(expert_weights_be),
-            router_aux_loss=zero,
-            router_z_loss=zero,
+            router_aux_loss=router_aux if router_aux is not None else zero,
+            router_z_loss=router_z if router_z is not None else zero,
             keep_indices=[s.keep_index_bl for s in sampled],
         )
+
+    def _run_experts(self, streams: list[torch.Tensor]):
+        """Streams (one per rate) -> one output per rate, plus router losses when experts are routed."""
+        if self.routers is None:
+            return self.dispatcher(streams, self.experts), None, None
+        routed = [router.route(stream) for router, stream in zip(self.routers, streams)]
+        expert_inputs = [x for r in routed for x in r.expert_inputs]
+        expert_outputs = self.dispatcher(expert_inputs, self.experts)
+        n = self.experts_per_rate
+        rate_outputs = [RateGroupRouter.combine(r, expert_outputs[g * n:(g + 1) * n], streams[g].shape[0])
+                        for g, r in enumerate(routed)]
+        aux = torch.stack([r.aux_loss for r in routed]).mean()
+        z = torch.stack([r.z_loss for r in routed]).mean()
+        return rate_outputs, aux, z
