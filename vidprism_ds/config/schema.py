@@ -80,8 +80,10 @@ class LossWeights:
 
 @dataclass
 class ModelConfig:
-    # "vidprism" or the "meanpool" baseline (frame-bag): see vidprism_ds.model.video_model.
-    variant: Literal["vidprism", "meanpool"] = "vidprism"
+    # "vidprism", the "meanpool" baseline (frame-bag: vidprism_ds.model.video_model) or the
+    # "homogeneous" baseline (MoTE-style: E experts all reading the full-rate stream,
+    # vidprism_ds.model.homogeneous_head).
+    variant: Literal["vidprism", "meanpool", "homogeneous"] = "vidprism"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     loss: LossWeights = field(default_factory=LossWeights)

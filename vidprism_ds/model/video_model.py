@@ -11,6 +11,7 @@ from torch import nn
 from vidprism_ds.config.schema import ModelConfig
 from vidprism_ds.model.backbone import FrameEncoder, build_frame_encoder
 from vidprism_ds.model.head import HeadOutput, VidPrismHead
+from vidprism_ds.model.homogeneous_head import HomogeneousHead
 
 
 class MeanPoolHead(nn.Module):
@@ -52,6 +53,8 @@ class BuiltModel:
 def build_head(cfg: ModelConfig, dim: int, num_classes: int, max_frames: int) -> nn.Module:
     if cfg.variant == "meanpool":
         return MeanPoolHead(dim, num_classes)
+    if cfg.variant == "homogeneous":
+        return HomogeneousHead(dim, num_classes, cfg.head, max_frames=max_frames)
     return VidPrismHead(dim, num_classes, cfg.head, max_frames=max_frames)
 
 

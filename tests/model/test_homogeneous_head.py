@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from vidprism_ds.config import load_config
+from vidprism_ds.config.schema import BackboneConfig, ConfigError, HeadConfig, LossWeights, ModelConfig
+from vidprism_ds.model.homogeneous_head import HomogeneousHead
+from vidprism_ds.model.losses import combine_losses
+from vidprism_ds.model.video_model import build_video_model
+from tests.model.dispatch_recorder import RecordingDispatcher
+
+DIM, CLASSES, FRAMES = 32, 5, 12
+
+
+def _head(**kw):
+    torch.manual_seed(0)
+    return HomogeneousHead(DIM, CLASSES, HeadConfig(**kw), max_frames=FRAMES)
+
+
+def test_every_expert_reads_the_full_rate_stream():
+    head = _head().eval()
+    head.dispatcher = RecordingDispatcher()
+    x_btd = torch.randn(3, FRAMES, DIM)
+    out = head(x_btd)
+    assert len(head.dispatcher.inputs) == 4 == head.num_experts
+    for stream in head.dispatcher.inputs:
+        assert torch.equal(stream, x_btd)
+    assert out.logits.shape == (3, CLASSES) and out.expert_weights.shape == (3, 4)
+    assert out.expert_means.shape == (3, 4, DIM) and out.keep_indices == []
+    torch.testing.assert_close(out.expert_weights.sum(-1), torch.ones(3))
+    assert head.expert_stream_lengths(FRAMES) == [FRAMES] * 4
+
+
+def test_experts_are_the_vidprism_architecture_but_differently_initialised():
+    from vidprism_ds.model.head import VidPrismHead
+
+    head = _head()
+    vidprism = VidPrismHead(DIM, CLASSES, HeadConfig(), max_frames=FRAMES)
+    assert sorted(head.experts) == sorted(vidprism.experts)
+    shapes = {n: p.shape for n, p in head.experts["0"].named_parameters()}
+    assert shapes == {n: p.shape for n, p in vidprism.experts["0"].named_parameters()}
+    # identical experts on an identical input would be one expert E times over
+    assert not torch.equal(head.experts["0"].attn.in_proj_weight, head.experts["1"].attn.in_proj_weight)
+
+
+def test_without_position_embeddings_it_is_a_frame_bag_and_with_them_it_is_not():
+    x_btd = torch.randn(2, FRAMES, DIM)
+    perm = torch.randperm(FRAMES, generator=torch.Generator().manual_seed(3))
+    plain = _head().eval()
+    torch.testing.assert_close(plain(x_btd).logits, plain(x_btd[:, perm]).logits, atol=1e-5, rtol=1e-5)
+    with_pos = _head(expert_pos_embed=True).eval()
+    assert (with_pos(x_btd).logits - with_pos(x_btd[:, perm]).logits).abs().max() > 1e-4
+
+
+def test_gradients_reach_every_parameter():
+    head = _head().train()
+    x_btd = torch.randn(4, FRAMES, DIM)
+    labels = torch.randint(0, CLASSES, (4,))
+    combine_losses(LossWeights(), head(x_btd), labels, torch.randn(CLASSES, DIM)).total.backward()
+    assert [n for n, p in head.named_parameters() if p.grad is None or p.grad.abs().max() == 0] == []
+
+
+def test_scaled_experts_are_refused_with_the_key():
+    with pytest.raises(ConfigError, match=r"^model\.head\.experts_per_rate"):
+        _head(experts_per_rate=2)
+
+
+def test_selected_by_config_and_built_with_the_backbone():
+    cfg = load_config(None, ["model.variant=homogeneous", "model.backbone.image_size=32", "data.image_size=32"])
+    assert cfg.model.variant == "homogeneous"
+    built = build_video_model(cfg.model, num_classes=CLASSES, num_frames=4)
+    assert isinstance(built.model.head, HomogeneousHead)
+    out = built.model.eval()(torch.randn(2, 4, 3, 32, 32))
+    assert out.logits.shape == (2, CLASSES)
+    with pytest.raises(ConfigError, match=r"^model\.variant"):
+        load_config(None, ["model.variant=mote"])
+
+
+def test_expert_parallel_code_finds_and_places_its_experts():
+    from vidprism_ds.parallel import find_expert_head, plan_placement
+
+    model = build_video_model(ModelConfig(variant="homogeneous", backbone=BackboneConfig(image_size=32)),
+                              CLASSES, 4).model
+    head = find_expert_head(model)
+    assert isinstance(head, HomogeneousHead)
+    placement = plan_placement(head, 2)
+    # equal streams, equal experts: two per rank
+    assert sorted(len(placement.local_experts(k)) for k in range(2)) == [2, 2]

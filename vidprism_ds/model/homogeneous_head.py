@@ -1,0 +1,80 @@
+"""Baseline: a homogeneous temporal mixture of experts (MoTE-style), ``model.variant: homogeneous``.
+
+The counterpart that isolates what VidPrism's rate specialisation adds: the same number of experts E
+(one per configured sampling rate), the same expert architecture (``TemporalExpert``) and the same
+attention readout and heads, but every expert reads the same full-rate stream, the frame embeddings
+themselves (B, T, D). There is no sampler, no fusion and no rank loss, so any difference between the
+experts comes only from their initialisation and the diversity loss.
+
+Options of ``HeadConfig`` that apply: ``expert_heads``, ``expert_ffn_mult``, ``readout_heads``,
+``expert_pos_embed`` (positions 0..T-1) and ``mode`` (which diversity formula the loss uses). The
+sampler and fusion options have nothing to act on and are ignored; ``experts_per_rate`` must be 1 (the
+routed variant exists for VidPrism only).
+
+The experts live in an ``nn.ModuleDict`` keyed by expert id and are called through ``self.dispatcher``
+exactly as in ``VidPrismHead``, so ``vidprism_ds.parallel`` places them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vidprism_ds.config.schema import ConfigError, HeadConfig
+from vidprism_ds.model.dispatch import ExpertDispatcher, LocalDispatcher
+from vidprism_ds.model.experts import TemporalExpert
+from vidprism_ds.model.head import HeadOutput
+from vidprism_ds.model.losses import balance_loss, diversity_between_experts, official_diversity
+from vidprism_ds.model.readout import AttentionReadout
+
+
+class HomogeneousHead(nn.Module):
+    def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
+        super().__init__()
+        if cfg.experts_per_rate != 1:
+            raise ConfigError(f"model.head.experts_per_rate: must be 1 with model.variant=homogeneous, "
+                              f"got {cfg.experts_per_rate}")
+        self.cfg = cfg
+        self.official = cfg.mode == "official"
+        self.max_frames = max_frames
+        num_experts = len(cfg.sampling_rates)
+        self.experts = nn.ModuleDict({
+            str(e): TemporalExpert(dim, cfg.expert_heads, cfg.expert_ffn_mult,
+                                   max_positions=max_frames if cfg.expert_pos_embed else 0)
+            for e in range(num_experts)
+        })
+        # Not a submodule: placement is applied after construction (vidprism_ds.parallel).
+        self.dispatcher: ExpertDispatcher = LocalDispatcher()
+        self.readout = AttentionReadout(dim, cfg.readout_heads)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.experts)
+
+    def expert_stream_lengths(self, num_frames: int) -> list[int]:
+        """Every expert reads all T frames (used to balance expert placement)."""
+        return [num_frames] * self.num_experts
+
+    def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        # importance_prior_bt only shapes the sampler's rank loss; there is no sampler here.
+        expert_outputs = self.dispatcher([x_btd] * self.num_experts, self.experts)
+        fused_bd, expert_weights_be = self.readout(expert_outputs)
+        expert_means_bed = torch.stack([o.mean(dim=1) for o in expert_outputs], dim=1)
+        diversity = official_diversity(expert_means_bed) if self.official else diversity_between_experts(expert_means_bed)
+        zero = x_btd.new_zeros(())
+        return HeadOutput(
+            logits=self.classifier(fused_bd),
+            expert_weights=expert_weights_be,
+            fused=fused_bd,
+            projection=self.projection(fused_bd),
+            expert_means=expert_means_bed,
+            rank_loss=zero,
+            diversity_loss=diversity,
+            balance_loss=balance_loss(expert_weights_be),
+            router_aux_loss=zero,
+            router_z_loss=zero,
+        )
