@@ -1,0 +1,67 @@
+"""``train.py``: parse arguments, load the config, run (or export), exit with a meaningful code.
+
+Exit codes: 0 done; 2 bad configuration or arguments (one line naming the key); 3 stopped by
+SIGUSR1/SIGTERM after saving a checkpoint (requeue to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from vidprism_ds.config import load_config
+from vidprism_ds.config.schema import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description="Train or evaluate VidPrism with DeepSpeed. "
+                                "Without --config: the demo on synthetic temporal videos.")
+    p.add_argument("--config", help="experiment YAML (configs/*.yaml); default: the embedded demo")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.lr=1e-4 (repeatable)")
+    p.add_argument("--deepspeed_config", default="ds_configs/zero2.json", help="DeepSpeed JSON")
+    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # from the deepspeed launcher
+    p.add_argument("--eval-only", action="store_true", help="evaluate the newest checkpoint (or train.init_from)")
+    p.add_argument("--export", metavar="PATH", help="write the newest checkpoint as one fp32 state dict and exit")
+    p.add_argument("--zero-shot-labels", metavar="DATASET_OR_FILE",
+                   help="evaluate zero-shot on this label set (preset name or label file) through the class "
+                        "text embeddings; data.val_shards must hold that dataset")
+    p.add_argument("--no-baseline", action="store_true", help="demo only: skip the mean-pooling baseline run")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from vidprism_ds.train.demo import DEMO_CONFIG
+        is_demo = args.config is None
+        overrides = list(args.overrides)
+        if args.eval_only or args.export:
+            overrides.append("train.eval_only=true")
+        cfg = load_config(args.config or DEMO_CONFIG, overrides)
+        from vidprism_ds.train.ds_config import read_ds_config
+        ds_config = read_ds_config(args.deepspeed_config)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from vidprism_ds.train.signals import EXIT_REQUEUE
+    try:
+        if is_demo:
+            from vidprism_ds.train.demo_report import run_demo
+            return run_demo(cfg, ds_config, with_baseline=not args.no_baseline and not cfg.train.eval_only)
+        from vidprism_ds.train.loop import run_experiment
+        zero_shot = None
+        if args.zero_shot_labels:
+            from vidprism_ds.data.presets import load_class_names
+            label_file = args.zero_shot_labels if Path(args.zero_shot_labels).is_file() else ""
+            zero_shot = load_class_names("custom" if label_file else args.zero_shot_labels, label_file)
+        result = run_experiment(cfg, ds_config, export_path=args.export, zero_shot_class_names=zero_shot)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_REQUEUE if result.stopped_by_signal else 0

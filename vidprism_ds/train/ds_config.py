@@ -1,0 +1,70 @@
+"""The DeepSpeed JSON, made consistent with the experiment config (or rejected with both keys named).
+
+The YAML owns batch sizes and clipping (``train.micro_batch``, ``train.grad_accum``,
+``optim.grad_clip``); the JSON owns ZeRO and offload. A JSON value of ``"auto"`` or an absent key is
+filled from the YAML; a different number is an error, because silently preferring either would
+train with a batch size the user did not choose. Precision follows the device: bf16 on GPU, fp32 on
+CPU (gloo has no bf16 reductions worth using, and CPU bf16 matmuls are slow).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+
+
+def read_ds_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--deepspeed_config: {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--deepspeed_config: {path} is not valid JSON ({err})") from None
+
+
+def _reconcile(ds: dict, key: str, value: Any, yaml_key: str) -> None:
+    given = ds.get(key, "auto")
+    if given == "auto":
+        ds[key] = value
+    elif given != value:
+        raise ConfigError(f"{yaml_key}: {value} disagrees with the DeepSpeed config's {key}={given}; "
+                          f"set one of them to match (or {key} to \"auto\")")
+
+
+def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, world_size: int, on_gpu: bool,
+                      has_experts: bool) -> dict:
+    ds = copy.deepcopy(ds_config)
+    micro, accum = cfg.train.micro_batch, cfg.train.grad_accum
+    _reconcile(ds, "train_micro_batch_size_per_gpu", micro, "train.micro_batch")
+    _reconcile(ds, "gradient_accumulation_steps", accum, "train.grad_accum")
+    _reconcile(ds, "train_batch_size", micro * accum * world_size,
+               f"train.micro_batch x train.grad_accum x world size ({micro} x {accum} x {world_size})")
+    _reconcile(ds, "gradient_clipping", cfg.optim.grad_clip, "optim.grad_clip")
+
+    zero = ds.setdefault("zero_optimization", {"stage": 2})
+    stage = zero.get("stage", 0)
+    if stage == 3 and has_experts:
+        raise ConfigError("--deepspeed_config: ZeRO stage 3 does not support DeepSpeed MoE models (expert "
+                          "parallelism); use ds_configs/zero2.json or zero1.json")
+    if stage not in (0, 1, 2, 3):
+        raise ConfigError(f"--deepspeed_config: zero_optimization.stage={stage} is not 0-3")
+    if has_experts and stage == 2:
+        zero["contiguous_gradients"] = True  # DeepSpeed requires it for MoE with ZeRO-2
+    for key in ("bf16", "fp16"):
+        if ds.get(key, {}).get("enabled") not in (None, "auto", on_gpu and key == "bf16"):
+            if key == "fp16":
+                raise ConfigError("--deepspeed_config: fp16 is not supported; bf16 is used on GPU automatically")
+    ds["bf16"] = {"enabled": bool(on_gpu)}
+    ds.pop("fp16", None)
+    # The optimizer is built here (parameter groups by module); DeepSpeed's config must not build another.
+    if "optimizer" in ds or "scheduler" in ds:
+        raise ConfigError("--deepspeed_config: remove \"optimizer\"/\"scheduler\"; they come from the optim.* "
+                          "keys of the experiment config")
+    ds["zero_allow_untested_optimizer"] = True
+    ds.setdefault("steps_per_print", 10 ** 9)  # our own logger prints progress
+    return ds

@@ -1,0 +1,66 @@
+"""Rank-0 console lines and wandb (offline without an API key, or disabled)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from vidprism_ds.config.schema import LoggingConfig
+
+
+def expert_specialisation(expert_means_bed: torch.Tensor) -> float:
+    """Mean off-diagonal cosine similarity between the experts' pooled outputs (lower = more specialised)."""
+    num_experts = expert_means_bed.shape[1]
+    if num_experts < 2:
+        return float("nan")
+    unit = torch.nn.functional.normalize(expert_means_bed.detach().float(), dim=-1)
+    sim_bee = unit @ unit.transpose(1, 2)
+    off_diagonal = sim_bee.sum(dim=(1, 2)) - sim_bee.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return float((off_diagonal / (num_experts * (num_experts - 1))).mean())
+
+
+def wandb_mode(cfg: LoggingConfig, environ=os.environ) -> str:
+    if cfg.wandb_mode != "auto":
+        return cfg.wandb_mode
+    return "online" if environ.get("WANDB_API_KEY") else "offline"
+
+
+class Reporter:
+    """Does nothing on ranks other than 0."""
+
+    def __init__(self, cfg: LoggingConfig, output_dir: Path, rank: int, config: dict, run_name: str):
+        self.enabled = rank == 0
+        self.run = None
+        if not self.enabled:
+            return
+        mode = wandb_mode(cfg)
+        if mode != "disabled":
+            import wandb
+
+            self.run = wandb.init(project=cfg.wandb_project, name=cfg.run_name or run_name, config=config,
+                                  dir=str(output_dir), mode=mode, resume="allow")
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stdout, flush=True)
+
+    def log(self, metrics: dict, step: int, prefix: str = "train") -> None:
+        if self.run is not None:
+            self.run.log({f"{prefix}/{k}": v for k, v in metrics.items()}, step=step)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def format_train_line(step: int, epoch: int, clips_per_s: float, lr: float, terms: dict[str, float],
+                      expert_weights: Optional[list[float]], specialisation: float) -> str:
+    losses = " ".join(f"{k} {v:.4f}" for k, v in terms.items())
+    experts = ""
+    if expert_weights is not None and len(expert_weights) > 1:
+        experts = " | experts " + " ".join(f"{w:.2f}" for w in expert_weights) + f" sim {specialisation:.3f}"
+    return f"step {step} epoch {epoch} | {clips_per_s:.1f} clips/s | lr {lr:.2e} | {losses}{experts}"
