@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -85,3 +87,33 @@ def test_expert_parallel_code_finds_and_places_its_experts():
     placement = plan_placement(head, 2)
     # equal streams, equal experts: two per rank
     assert sorted(len(placement.local_experts(k)) for k in range(2)) == [2, 2]
+
+
+def ep2_forward_matches_single_process():
+    """Worker (every rank of tests.parallel.harness.run_workers): the homogeneous head with its experts
+    spread over 2 EP ranks gives the unsharded head's outputs and gradients for this rank's clips."""
+    import torch.distributed as dist
+
+    from vidprism_ds.parallel import init_expert_parallel, parallelize_model
+
+    rank = dist.get_rank()
+    ctx = init_expert_parallel(2)
+    head = _head()
+    reference = copy.deepcopy(head)
+    parallelize_model(head, ctx)
+    x_btd = torch.randn(3, FRAMES, DIM, generator=torch.Generator().manual_seed(rank))
+    out, ref = head(x_btd), reference(x_btd)
+    out.logits.sum().backward()
+    ref.logits.sum().backward()
+    return {"local": head.experts.global_ids, "logits_diff": (out.logits - ref.logits).abs().max().item(),
+            "classifier_grad_diff": (head.classifier.weight.grad - reference.classifier.weight.grad).abs().max().item()}
+
+
+@pytest.mark.slow
+def test_expert_parallel_ep2_equals_single_process():
+    from tests.parallel.harness import run_workers
+
+    reports = run_workers("tests.model.test_homogeneous_head:ep2_forward_matches_single_process", 2)
+    assert sorted(e for r in reports for e in r["local"]) == [0, 1, 2, 3]
+    for report in reports:
+        assert report["logits_diff"] < 1e-5 and report["classifier_grad_diff"] < 1e-5

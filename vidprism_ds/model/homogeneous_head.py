@@ -40,6 +40,8 @@ class HomogeneousHead(nn.Module):
         self.official = cfg.mode == "official"
         self.max_frames = max_frames
         num_experts = len(cfg.sampling_rates)
+        # Kept as a number: after expert parallelism ``self.experts`` holds only this rank's experts.
+        self._num_experts = num_experts
         self.experts = nn.ModuleDict({
             str(e): TemporalExpert(dim, cfg.expert_heads, cfg.expert_ffn_mult,
                                    max_positions=max_frames if cfg.expert_pos_embed else 0)
@@ -53,7 +55,7 @@ class HomogeneousHead(nn.Module):
 
     @property
     def num_experts(self) -> int:
-        return len(self.experts)
+        return self._num_experts
 
     def expert_stream_lengths(self, num_frames: int) -> list[int]:
         """Every expert reads all T frames (used to balance expert placement)."""
