@@ -7,6 +7,7 @@ SIGUSR1/SIGTERM after saving a checkpoint (requeue to continue).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -34,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_against_launch(cfg, ds_config: dict) -> None:
+    """Fail before any process group, data or model exists: world size vs ep_size and batch sizes."""
+    import torch
+
+    from vidprism_ds.parallel import validate_ep_size
+    from vidprism_ds.train.ds_config import resolve_ds_config
+    from vidprism_ds.train.launch import resolve_launch
+
+    world_size = resolve_launch(os.environ, scontrol=None).world_size
+    validate_ep_size(cfg.parallel.ep_size, world_size)
+    resolve_ds_config(ds_config, cfg, world_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -45,6 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_config(args.config or DEMO_CONFIG, overrides)
         from vidprism_ds.train.ds_config import read_ds_config
         ds_config = read_ds_config(args.deepspeed_config)
+        _check_against_launch(cfg, ds_config)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return EXIT_CONFIG

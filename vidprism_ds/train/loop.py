@@ -199,6 +199,7 @@ class Trainer:
                     terms = {k: float(v.detach()) for k, v in losses.terms.items()}
                     terms["total"] = float(losses.total.detach())
                     result.history.append({"step": step, "epoch": epoch, "lr": lr, **terms})
+                    self.reporter.record(result.history[-1])
                     if step % log_every == 0:
                         elapsed = time.perf_counter() - window_start
                         weights = output.expert_weights.detach().float().mean(dim=0).tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ class Reporter:
     def __init__(self, cfg: LoggingConfig, output_dir: Path, rank: int, config: dict, run_name: str):
         self.enabled = rank == 0
         self.run = None
+        self.history_file = output_dir / "train_history.jsonl"
         if not self.enabled:
             return
         mode = wandb_mode(cfg)
@@ -47,6 +49,12 @@ class Reporter:
     def line(self, text: str) -> None:
         if self.enabled:
             print(text, file=sys.stdout, flush=True)
+
+    def record(self, entry: dict) -> None:
+        """One line per optimizer step in <output_dir>/train_history.jsonl (appended across resumes)."""
+        if self.enabled:
+            with open(self.history_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
 
     def log(self, metrics: dict, step: int, prefix: str = "train") -> None:
         if self.run is not None:

@@ -1,0 +1,97 @@
+"""train.py as users run it: config errors, SIGTERM -> checkpoint + exit 3, SIGKILL -> resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.train.conftest import tiny_overrides
+from vidprism_ds.config import dump_yaml, load_config
+from vidprism_ds.train.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config_file(tmp_path, shards, output_dir, **extra) -> Path:
+    path = tmp_path / f"{Path(output_dir).name}.yaml"
+    dump_yaml(load_config(None, tiny_overrides(shards, output_dir, **extra)), path)
+    return path
+
+
+def _start(config: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        env.pop(key, None)
+    return subprocess.Popen([sys.executable, "train.py", "--config", str(config)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _history(output_dir: Path) -> list[dict]:
+    path = output_dir / "train_history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _wait_for_steps(proc, output_dir: Path, steps: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_history(output_dir)) < steps:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "training did not reach the step in time"
+        time.sleep(0.2)
+
+
+def test_unknown_key_fails_at_start_with_its_name(capsys):
+    assert main(["--set", "train.bogus=1"]) == 2
+    assert "train.bogus" in capsys.readouterr().err
+
+
+def test_batch_size_conflict_with_deepspeed_json_is_rejected(tmp_path, capsys):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 3}))
+    assert main(["--deepspeed_config", str(ds), "--set", "train.micro_batch=4", "--no-baseline"]) == 2
+    assert "train.micro_batch: 4 disagrees" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_3(tiny_shards, tmp_path):
+    out = tmp_path / "sigterm"
+    proc = _start(_config_file(tmp_path, tiny_shards, out, train__epochs=50))
+    _wait_for_steps(proc, out, 2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 3, proc.stdout.read()
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert (out / "checkpoints" / latest / "vidprism_meta.json").is_file()
+    assert int(latest.split("_")[1]) >= 2
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_resumes_and_reproduces_the_losses(tiny_shards, tmp_path):
+    common = dict(train__epochs=4, train__save_every_steps=2)
+    reference_out = tmp_path / "uninterrupted"
+    ref = _start(_config_file(tmp_path, tiny_shards, reference_out, **common))
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    reference = {h["step"]: h["total"] for h in _history(reference_out)}
+    assert len(reference) == 16
+
+    out = tmp_path / "killed"
+    config = _config_file(tmp_path, tiny_shards, out, **common)
+    proc = _start(config)
+    _wait_for_steps(proc, out, 7)
+    proc.kill()  # SIGKILL: no chance to save
+    proc.wait()
+    killed_at = len(_history(out))
+    again = _start(config)
+    assert again.wait(timeout=300) == 0, again.stdout.read()
+
+    history = _history(out)
+    resumed = history[killed_at:]
+    first_resumed_step = resumed[0]["step"]
+    assert killed_at - first_resumed_step + 1 <= 2  # lost at most the steps since the last checkpoint
+    assert [h["step"] for h in resumed] == list(range(first_resumed_step, 17))
+    for h in resumed:
+        assert h["total"] == pytest.approx(reference[h["step"]], abs=1e-5), h["step"]

@@ -1,0 +1,53 @@
+import pytest
+
+from vidprism_ds.config import load_config
+from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.train.ds_config import read_ds_config, resolve_ds_config
+
+
+def _cfg(*overrides):
+    return load_config(None, ["train.micro_batch=4", "train.grad_accum=2", "optim.grad_clip=0.5", *overrides])
+
+
+def test_auto_values_come_from_the_experiment_config():
+    ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), _cfg(), world_size=4, on_gpu=False,
+                           has_experts=True)
+    assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2
+    assert ds["train_batch_size"] == 32 and ds["gradient_clipping"] == 0.5
+    assert ds["bf16"] == {"enabled": False}
+    assert resolve_ds_config({}, _cfg(), 1, on_gpu=True, has_experts=False)["bf16"] == {"enabled": True}
+
+
+def test_conflicting_batch_size_names_both_keys():
+    with pytest.raises(ConfigError, match=r"^train\.micro_batch: 4 disagrees with .*train_micro_batch_size_per_gpu=8"):
+        resolve_ds_config({"train_micro_batch_size_per_gpu": 8}, _cfg(), 1, False, True)
+    with pytest.raises(ConfigError, match="train_batch_size=10"):
+        resolve_ds_config({"train_batch_size": 10}, _cfg(), 2, False, True)
+
+
+def test_zero3_is_rejected_for_expert_models_only():
+    with pytest.raises(ConfigError, match="ZeRO stage 3 does not support"):
+        resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), 1, False, has_experts=True)
+    assert resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), 1, False, has_experts=False)
+
+
+def test_optimizer_section_and_fp16_are_rejected():
+    with pytest.raises(ConfigError, match="optimizer"):
+        resolve_ds_config({"optimizer": {"type": "Adam"}}, _cfg(), 1, False, True)
+    with pytest.raises(ConfigError, match="fp16"):
+        resolve_ds_config({"fp16": {"enabled": True}}, _cfg(), 1, True, True)
+
+
+@pytest.mark.parametrize("name", ["zero1.json", "zero2.json", "zero2_offload.json"])
+def test_shipped_configs_resolve(name):
+    ds = resolve_ds_config(read_ds_config(f"ds_configs/{name}"), _cfg(), 2, False, True)
+    assert ds["zero_optimization"]["stage"] in (1, 2)
+
+
+def test_missing_or_broken_json_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_ds_config(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_ds_config(bad)
