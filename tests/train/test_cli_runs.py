@@ -95,3 +95,28 @@ def test_sigkill_then_same_command_resumes_and_reproduces_the_losses(tiny_shards
     assert [h["step"] for h in resumed] == list(range(first_resumed_step, 17))
     for h in resumed:
         assert h["total"] == pytest.approx(reference[h["step"]], abs=1e-5), h["step"]
+
+
+@pytest.mark.slow
+def test_eval_only_and_export_reproduce_the_trained_model(tiny_shards, tmp_path):
+    import torch
+
+    from vidprism_ds.model.video_model import build_video_model
+
+    out = tmp_path / "trained"
+    config = _config_file(tmp_path, tiny_shards, out, train__epochs=2, parallel__ep_size=1)
+    assert _start(config).wait(timeout=300) == 0
+    final = json.loads((out / "eval" / "final" / "metrics.json").read_text())
+
+    (out / "eval").rename(tmp_path / "first_eval")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    export = tmp_path / "model.pt"
+    done = subprocess.run([sys.executable, "train.py", "--config", str(config), "--eval-only", "--export",
+                           str(export)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = json.loads((out / "eval" / "final" / "metrics.json").read_text())
+    assert again["top1"] == final["top1"] and again["per_class_accuracy"] == final["per_class_accuracy"]
+
+    cfg = load_config(export.with_suffix(".yaml"))
+    model = build_video_model(cfg.model, num_classes=4, num_frames=cfg.data.num_frames).model
+    model.load_state_dict(torch.load(export, weights_only=True))  # strict: every weight, plain names
