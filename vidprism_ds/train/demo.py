@@ -17,7 +17,7 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 # Videos per class (4 classes) and their size (64 px: decord mis-decodes some smaller widths): enough for the temporal classes to be learnt in a
 # few minutes on 2 CPU cores, small enough to render and shard in well under a minute.
-TRAIN_PER_CLASS, VAL_PER_CLASS, VIDEO_SIZE, VIDEO_FRAMES = 64, 16, 64, 16
+TRAIN_PER_CLASS, VAL_PER_CLASS, VIDEO_SIZE, VIDEO_FRAMES = 512, 64, 64, 16
 
 
 def _shard(root: Path, split: str, out: Path) -> None:

@@ -126,7 +126,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.train.max_steps) if self.total_steps else cfg.train.max_steps
 
         groups = optim.param_groups(self.model, cfg.optim)
-        optimizer = optim.build_optimizer(groups, cfg.optim)
+        optimizer = optim.build_optimizer(groups, cfg.optim, cpu_offload=optim.uses_cpu_offload(ds_config))
         scheduler = optim.build_scheduler(optimizer, cfg.optim, max(1, self.total_steps))
         self.ds_config = resolve_ds_config(ds_config, cfg, self.world_size, self.on_gpu, self.has_experts)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

@@ -41,8 +41,20 @@ def param_groups(model: nn.Module, cfg: OptimConfig, backbone_prefix: str = "bac
     return split_params_into_different_moe_groups_for_optimizer(groups)
 
 
-def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+def build_optimizer(groups: list[dict], cfg: OptimConfig, cpu_offload: bool = False) -> torch.optim.Optimizer:
+    """torch's AdamW; with ZeRO-Offload DeepSpeed's vectorised CPU AdamW (same update rule), which
+    DeepSpeed requires there because a Python-loop optimizer on the CPU would dominate the step."""
+    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cpu_offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def uses_cpu_offload(ds_config: dict) -> bool:
+    offload = ds_config.get("zero_optimization", {}).get("offload_optimizer") or {}
+    return offload.get("device") == "cpu"
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
