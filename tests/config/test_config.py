@@ -83,6 +83,9 @@ def test_init_from_and_class_map():
     cfg = load_config(overrides=["data.dataset=k600", "train.init_from=runs/k710/model.pt", "train.init_class_map=k600"])
     assert (cfg.train.init_from, cfg.train.init_class_map) == ("runs/k710/model.pt", "k600")
     assert load_config(overrides=["train.init_from=ckpt.pt"]).train.init_class_map == ""
+    # a dataset whose classes K710 lacks starts a new classifier from the K710 model
+    assert load_config(overrides=["data.dataset=ssv2", "train.init_from=a.pt",
+                                  "train.init_class_map=fresh"]).train.init_class_map == "fresh"
 
 
 @pytest.mark.parametrize("overrides, message", [

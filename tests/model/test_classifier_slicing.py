@@ -44,3 +44,33 @@ def test_empty_map_leaves_the_state_alone_and_bad_sources_are_refused():
         apply_init_class_map({"proj.weight": torch.zeros(710, 8)}, "k400")
     with pytest.raises(ValueError, match="no K710 index map"):
         apply_init_class_map(state, "ucf101")
+
+
+def test_fresh_map_keeps_everything_but_the_classifier(tmp_path):
+    """UCF101 from a K710 model: 101 new classifier rows, every other weight from the checkpoint."""
+    from vidprism_ds.config import load_config
+    from vidprism_ds.train.loop import _load_init_weights
+
+    k710_model = _model(710, seed=1)
+    path = tmp_path / "k710.pt"
+    torch.save(k710_model.state_dict(), path)
+    fine_tune = _model(101, seed=2)
+    new_classifier = fine_tune.head.classifier.weight.detach().clone()
+    cfg = load_config(overrides=["data.dataset=ucf101", f"train.init_from={path}", "train.init_class_map=fresh"])
+    _load_init_weights(fine_tune, cfg)
+
+    loaded = fine_tune.state_dict()
+    for key, value in k710_model.state_dict().items():
+        if "classifier" in key:
+            assert loaded[key].shape[0] == 101
+        else:
+            assert torch.equal(loaded[key], value), key
+    assert torch.equal(fine_tune.head.classifier.weight, new_classifier)
+
+    # a checkpoint of another architecture is still refused: only the classifier may be missing
+    bad = {k: v for k, v in k710_model.state_dict().items() if "experts" not in k}
+    torch.save(bad, path)
+    with pytest.raises(RuntimeError, match="does not match the model"):
+        _load_init_weights(_model(101, seed=2), cfg)
+    with pytest.raises(ValueError, match="no classifier to drop"):
+        apply_init_class_map({"proj.weight": torch.zeros(3, 3)}, "fresh")

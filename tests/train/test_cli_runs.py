@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import tiny_overrides
+from tests.tiny_runs import tiny_overrides
 from vidprism_ds.config import dump_yaml, load_config
 from vidprism_ds.train.cli import main
 
@@ -107,6 +107,8 @@ def test_eval_only_and_export_reproduce_the_trained_model(tiny_shards, tmp_path)
     config = _config_file(tmp_path, tiny_shards, out, train__epochs=2, parallel__ep_size=1)
     assert _start(config).wait(timeout=300) == 0
     final = json.loads((out / "eval" / "final" / "metrics.json").read_text())
+    finished_export = out / "export" / "model_fp32.pt"  # train.export_on_finish: written by every finished run
+    assert finished_export.is_file() and finished_export.with_suffix(".yaml").is_file()
 
     (out / "eval").rename(tmp_path / "first_eval")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
@@ -120,3 +122,7 @@ def test_eval_only_and_export_reproduce_the_trained_model(tiny_shards, tmp_path)
     cfg = load_config(export.with_suffix(".yaml"))
     model = build_video_model(cfg.model, num_classes=4, num_frames=cfg.data.num_frames).model
     model.load_state_dict(torch.load(export, weights_only=True))  # strict: every weight, plain names
+    on_finish = torch.load(finished_export, weights_only=True)
+    assert on_finish.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(on_finish[key], value), key

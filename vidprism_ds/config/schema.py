@@ -166,8 +166,12 @@ class TrainConfig:
     init_from: str = ""
     # How init_from's classifier rows map to this dataset's classes: "" = the same classes, loaded as
     # they are; "k400"/"k600"/"k700" = the checkpoint has the 710-way Kinetics-710 classifier and this
-    # dataset's rows are sliced out of it (vidprism_ds.model.classifier_slicing).
+    # dataset's rows are sliced out of it (vidprism_ds.model.classifier_slicing); "fresh" = the
+    # checkpoint's classifier is dropped and a new one trained (UCF101, HMDB51, SSv2 from K710).
     init_class_map: str = ""
+    # After training finishes, write the consolidated fp32 weights to <output_dir>/export/model_fp32.pt
+    # (the file the fine-tuning presets' train.init_from names); "" = do not.
+    export_on_finish: str = "export/model_fp32.pt"
 
 
 @dataclass

@@ -90,11 +90,14 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(train.save_every_steps >= 0, "train.save_every_steps", "must be >= 0 (0 = epoch ends only)")
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     _require(train.max_steps >= 0, "train.max_steps", "must be >= 0")
-    _require(train.init_class_map in ("",) + K710_SUBSETS, "train.init_class_map",
-             f"{train.init_class_map!r} is not one of {['', *K710_SUBSETS]} ('' = same classes as init_from)")
+    class_maps = ("",) + K710_SUBSETS + ("fresh",)
+    _require(train.init_class_map in class_maps, "train.init_class_map",
+             f"{train.init_class_map!r} is not one of {list(class_maps)} ('' = same classes as init_from, "
+             "'fresh' = new classifier)")
     _require(not train.init_class_map or bool(train.init_from), "train.init_class_map",
              "slices the classifier of train.init_from, which is not set")
-    _require(not train.init_class_map or data.dataset in (train.init_class_map, CUSTOM), "train.init_class_map",
+    _require(train.init_class_map in ("", "fresh") or data.dataset in (train.init_class_map, CUSTOM),
+             "train.init_class_map",
              f"maps the K710 classifier to {train.init_class_map!r} classes but data.dataset is {data.dataset!r}")
 
     _require(cfg.parallel.ep_size >= 1, "parallel.ep_size", "must be >= 1")

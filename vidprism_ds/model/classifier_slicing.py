@@ -49,10 +49,31 @@ def slice_classifier(state_dict: Mapping[str, torch.Tensor], rows: Sequence[int]
     return sliced
 
 
+# train.init_class_map value for a target whose classes the checkpoint has no rows for (UCF101, HMDB51,
+# SSv2 from Kinetics-710): the checkpoint's classifier is dropped and the model's own, freshly
+# initialised one is kept; everything else (backbone, sampler, fusion, experts, readout, projection) loads.
+FRESH_CLASSIFIER = "fresh"
+
+
+def drop_classifier(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` without the classifier weight and bias."""
+    kept = {key: value for key, value in state_dict.items() if not _is_classifier_param(key)}
+    if len(kept) == len(state_dict):
+        raise ValueError(f"no classifier to drop: none of the keys ends in {' or '.join(CLASSIFIER_PARAMS)}")
+    return kept
+
+
+def classifier_keys(keys) -> list[str]:
+    return [key for key in keys if _is_classifier_param(key)]
+
+
 def apply_init_class_map(state_dict: Mapping[str, torch.Tensor], init_class_map: str) -> dict[str, torch.Tensor]:
     """``train.init_class_map`` applied to a checkpoint's state dict: ``""`` leaves it as it is;
-    ``"k400"``/``"k600"``/``"k700"`` slices the 710-way classifier to that dataset's classes."""
+    ``"k400"``/``"k600"``/``"k700"`` slices the 710-way classifier to that dataset's classes;
+    ``"fresh"`` drops the classifier (the model keeps its newly initialised one)."""
     if not init_class_map:
         return dict(state_dict)
+    if init_class_map == FRESH_CLASSIFIER:
+        return drop_classifier(state_dict)
     rows = load_k710_index(init_class_map)
     return slice_classifier(state_dict, rows, source_classes=get_preset("k710").num_classes)

@@ -23,7 +23,7 @@ from vidprism_ds.config.schema import ExperimentConfig
 from vidprism_ds.data.loaders import build_eval_loader, build_train_loader
 from vidprism_ds.data.presets import load_class_names
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
-from vidprism_ds.model.classifier_slicing import apply_init_class_map
+from vidprism_ds.model.classifier_slicing import FRESH_CLASSIFIER, apply_init_class_map, classifier_keys
 from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.text_embeddings import class_text_embeddings
 from vidprism_ds.model.video_model import build_video_model
@@ -80,6 +80,8 @@ def _load_init_weights(model, cfg: ExperimentConfig) -> None:
     state = torch.load(cfg.train.init_from, map_location="cpu", weights_only=True)
     state = apply_init_class_map(state, cfg.train.init_class_map)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    if cfg.train.init_class_map == FRESH_CLASSIFIER:  # the new classifier is meant to be missing
+        missing = [key for key in missing if key not in classifier_keys(missing)]
     if missing or unexpected:
         raise RuntimeError(f"train.init_from {cfg.train.init_from}: does not match the model (missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]})")
@@ -91,7 +93,7 @@ class Trainer:
         self.rank, self.world_size, self.device = init_distributed()
         self.on_gpu = self.device.type == "cuda"
         self.dtype = torch.bfloat16 if self.on_gpu else torch.float32
-        if not self.on_gpu:
+        if not self.on_gpu and "OMP_NUM_THREADS" not in os.environ:
             # Processes sharing the cores: oversubscribed threads only add scheduling overhead.
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
@@ -280,7 +282,9 @@ def run_experiment(cfg: ExperimentConfig, ds_config: dict, export_path: Optional
     trainer = Trainer(cfg, ds_config, eval_class_names=zero_shot_class_names)
     try:
         if cfg.train.eval_only:
-            if trainer.checkpoints.resume(trainer.engine) is None and not cfg.train.init_from:
+            # train.resume=false evaluates train.init_from even where the run has checkpoints
+            resumed = trainer.checkpoints.resume(trainer.engine) if cfg.train.resume else None
+            if resumed is None and not cfg.train.init_from:
                 raise FileNotFoundError(f"train.eval_only: no complete checkpoint under "
                                         f"{trainer.checkpoints.root} and no train.init_from")
             result = RunResult(output_dir=trainer.output_dir)
@@ -292,6 +296,9 @@ def run_experiment(cfg: ExperimentConfig, ds_config: dict, export_path: Optional
             result.expert_weights = weights
         if export_path:
             trainer.export(export_path)
+        elif cfg.train.export_on_finish and not cfg.train.eval_only and not result.stopped_by_signal:
+            # a finished run leaves the file that fine-tuning (train.init_from) and analysis read
+            trainer.export(trainer.output_dir / cfg.train.export_on_finish)
         return result
     finally:
         trainer.reporter.finish()
