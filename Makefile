@@ -16,10 +16,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -rs -m "not slow" tests
 
 demo: $(STAMP)
 	$(VENV)/bin/deepspeed --num_gpus 2 train.py --deepspeed_config ds_configs/zero2.json --set parallel.ep_size=2

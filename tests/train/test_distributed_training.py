@@ -3,7 +3,7 @@
 import pytest
 
 from tests.parallel.harness import run_workers
-from tests.train.conftest import tiny_overrides
+from tests.tiny_runs import tiny_overrides
 
 
 @pytest.mark.slow

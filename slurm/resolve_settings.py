@@ -1,0 +1,120 @@
+"""Resolve train.py's arguments the way train.py will and print where a SLURM job reads and writes.
+
+Called by the slurm/*.sh scripts before ``srun`` with the exact train.py arguments:
+``python slurm/resolve_settings.py [--require init|train|val ...] -- TRAIN.PY ARGUMENTS``. Human-readable
+settings go to stderr (the job log); stdout carries ``VP_OUTPUT_DIR=...`` for the script to ``eval``.
+Exit 2 with train.py's one-line message on a bad config, or when a required input is missing, so a
+mistake fails in seconds instead of after the step has started on every node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _describe_shards(path: str) -> tuple[bool, str]:
+    from vidprism_ds.data.manifest import load_manifest
+
+    if not path:
+        return False, "(not set)"
+    try:
+        manifest = load_manifest(path)
+    except (FileNotFoundError, ValueError) as err:
+        return False, f"{path}  MISSING: {err}"
+    return True, f"{path}  ({manifest.num_samples} samples in {len(manifest.shards)} shards)"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    outer = argparse.ArgumentParser(prog="resolve_settings.py")
+    outer.add_argument("--require", action="append", default=[], choices=["init", "train", "val"],
+                       help="fail unless train.init_from (when there is no checkpoint to resume from) / the training / "
+                            "the validation shards exist")
+    outer.add_argument("train_args", nargs=argparse.REMAINDER)
+    opts = outer.parse_args(argv)
+    train_args = opts.train_args[1:] if opts.train_args[:1] == ["--"] else opts.train_args
+
+    from vidprism_ds.config import load_config
+    from vidprism_ds.config.schema import ConfigError
+    from vidprism_ds.train.cli import build_parser
+    from vidprism_ds.train.demo import DEMO_CONFIG
+    from vidprism_ds.train.reporting import wandb_mode
+
+    args = build_parser().parse_args(train_args)
+    overrides = list(args.overrides) + (["train.eval_only=true"] if args.eval_only or args.export else [])
+    try:
+        cfg = load_config(args.config or DEMO_CONFIG, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+
+    output_dir = Path(cfg.train.output_dir).absolute()
+    checkpoints = output_dir / "checkpoints"
+    from vidprism_ds.train.checkpoint import newest_complete
+
+    newest = newest_complete(checkpoints) if cfg.train.resume and checkpoints.is_dir() else None
+    lines = [f"  config         {args.config or f'{DEMO_CONFIG} (embedded demo)'}"
+             + (f" with --set {' '.join(args.overrides)}" if args.overrides else ""),
+             f"  deepspeed      {args.deepspeed_config}"]
+    problems = []
+    if args.config is None:
+        lines.append(f"  data           synthetic demo videos under {output_dir.parent / 'demo_data'} (made on first use)")
+    else:
+        for name, key, path in (("train", "data.train_shards", cfg.data.train_shards),
+                                ("val", "data.val_shards", cfg.data.val_shards)):
+            found, text = _describe_shards(path)
+            lines.append(f"  {name + ' data':<14} {text}")
+            if name in opts.require and not found:
+                problems.append(f"{key}: {path or '(empty)'} is not a finished shard directory")
+    if cfg.train.init_from:
+        exists = Path(cfg.train.init_from).is_file()
+        lines.append(f"  init from      {cfg.train.init_from}" + ("" if exists else "  MISSING")
+                     + (f" (classifier sliced to {cfg.train.init_class_map})" if cfg.train.init_class_map else ""))
+        if "init" in opts.require and not exists and newest is None:  # a resumed run does not read it
+            problems.append(f"train.init_from: {cfg.train.init_from} does not exist")
+    lines.append(f"  output         {output_dir}")
+    target = f" -> {checkpoints.resolve()}" if checkpoints.is_symlink() else ""
+    resume = (f"resumes from {newest.tag} (step {newest.step})" if newest is not None else
+              "no complete checkpoint yet: starts from step 0" if cfg.train.resume else "train.resume=false")
+    lines.append(f"  checkpoints    {checkpoints}{target}; {resume}")
+    mode = wandb_mode(cfg.logging)
+    lines.append(f"  wandb          {mode}" + ("" if mode == "disabled" else
+                                               f", project {cfg.logging.wandb_project}, files under {output_dir / 'wandb'}"))
+    if args.eval_only or args.export:
+        lines.append(f"  evaluation     {cfg.data.test_clips} clips x {cfg.data.test_crops} crops per video"
+                     + (f", export to {args.export}" if args.export else ""))
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"VP_OUTPUT_DIR={shlex.quote(str(output_dir))}")
+    return 0
+
+
+def _run_with_stdout_reserved() -> int:
+    """main() with file descriptor 1 pointed at stderr: libraries that log to stdout on import
+    (DeepSpeed's accelerator detection) must not end up in what the batch script evaluates; only the
+    final ``VP_OUTPUT_DIR=...`` line goes to the real stdout."""
+    sys.stdout.flush()
+    real_stdout = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = main()
+    sys.stderr.write("".join(line + "\n" for line in captured.getvalue().splitlines()
+                             if not line.startswith("VP_OUTPUT_DIR=")))
+    real_stdout.write("".join(line + "\n" for line in captured.getvalue().splitlines()
+                              if line.startswith("VP_OUTPUT_DIR=")))
+    real_stdout.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(_run_with_stdout_reserved())
