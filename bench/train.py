@@ -2,6 +2,7 @@
 
     deepspeed --num_gpus 2 bench/train.py --ep-size 2            # one configuration, 2 processes
     python bench/train.py --compare-ep --nproc 2                  # EP=1 then EP=2 on the same processes
+    deepspeed --num_gpus 2 bench/train.py --zero-stage 0 --checkpoint-dir /tmp/z0   # optimizer state per rank
     deepspeed --num_gpus 1 bench/train.py --arch ViT-B-16 --frames 32 --image-size 224 --micro-batch 8
 
 Times full DeepSpeed steps (forward, backward, ZeRO-2 optimizer step) of the VideoClassifier on batches
@@ -44,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--peak-tflops", type=float, default=0.0)
+    p.add_argument("--checkpoint-dir", default="", help="save a checkpoint after timing and list its files "
+                   "(optimizer-state bytes per rank: ZeRO-0 vs ZeRO-2)")
     p.add_argument("--compare-ep", action="store_true", help="run EP=1 and EP=2 with the deepspeed launcher")
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)
@@ -81,6 +84,36 @@ def measured_matmul_tflops(device: torch.device) -> float:
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def _tensor_bytes(obj) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def optimizer_state_report(tag_dir: Path, zero_stage: int, world: int) -> dict:
+    """Optimizer-state bytes each rank holds, read back from a DeepSpeed checkpoint's tensors.
+
+    ZeRO-0: every rank holds the whole AdamW state (moments); rank 0 saves it inside
+    mp_rank_00_model_states.pt, and the fp32 weights are the model's own. ZeRO-1/2: rank r saves its
+    partition to zero_pp_rank_r_*: the moments of its slice and the fp32 master copy of that slice
+    (ZeRO keeps one even when the model is fp32)."""
+    files = {f.name: f.stat().st_size for f in sorted(tag_dir.glob("*.pt"))}
+    if zero_stage == 0:
+        state = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        moments, master = [_tensor_bytes(state["optimizer"]["state"])] * world, [0] * world
+    else:
+        parts = [torch.load(next(tag_dir.glob(f"zero_pp_rank_{r}_*optim_states.pt")), map_location="cpu",
+                            weights_only=False)["optimizer_state_dict"] for r in range(world)]
+        moments = [_tensor_bytes(part["base_optimizer_state"]["state"]) for part in parts]
+        master = [_tensor_bytes(part["single_partition_of_fp32_groups"]) for part in parts]
+    return {"zero_stage": zero_stage, "adam_moment_bytes_per_rank": moments,
+            "fp32_master_partition_bytes_per_rank": master, "file_bytes": files}
 
 
 def worker(args) -> None:
@@ -139,6 +172,12 @@ def worker(args) -> None:
         if on_gpu:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+    if args.checkpoint_dir:
+        engine.save_checkpoint(args.checkpoint_dir, tag="bench")
+        dist.barrier()
+        if rank == 0:
+            print("CHECKPOINT " + json.dumps(optimizer_state_report(Path(args.checkpoint_dir, "bench"),
+                                                                    args.zero_stage, world)), flush=True)
     step_s = torch.tensor([statistics.median(times)])
     dist.all_reduce(step_s, op=dist.ReduceOp.MAX)  # the slowest rank sets the pace
     if rank == 0:
