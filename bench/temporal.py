@@ -1,0 +1,358 @@
+"""Temporal benchmark: baselines and ablations of VidPrism on videos whose classes differ only in time.
+
+    python bench/temporal.py                 # every variant x 3 seeds on the synthetic videos
+                                             #   -> docs/results.md (section "temporal") + docs/results/*.png
+    python bench/temporal.py --heldout       # meanpool vs the best variant on the held-out benchmark
+                                             #   -> docs/results.md (section "heldout") + docs/results/heldout_*.png
+    python bench/temporal.py --smoke --report /tmp/r.md --figures /tmp/figs    # seconds; the test suite runs it
+
+Each run trains with the project's own trainer (``vidprism_ds.train.run_experiment``, one process, CPU)
+from the data on disk: videos rendered by ``vidprism_ds.data.synthetic`` (or ``heldout_temporal``),
+sharded with ``data_prep/shard.py``. It then evaluates the trained model on the validation shards with
+the specialisation tools (``vidprism_ds.analysis``): confusion matrix, readout weight per expert by
+class, expert-output similarity. Records go to ``<figures>/<name>_runs.json`` (``--from-records``
+re-renders the report from them without training); the tables are spliced between the section's
+markers in the report, leaving the hand-written text around them as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# Set before torch starts OpenMP. On a 2-core machine shared with other work, OpenMP's default
+# spin-waiting makes every parallel region wait for a descheduled thread: measured 90x slower training
+# steps with 2 threads when another process held one core; passive waiting costs little when idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vidprism_ds.analysis.benchmark_report import (BenchmarkSpec, RunRecord, best_variant, load_records,  # noqa: E402
+                                                   render_markdown, save_records, update_report, write_figures)
+
+# variant -> (config overrides, what it changes). Every variant starts from the same base config.
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "meanpool": (["model.variant=meanpool"], "mean of the frame embeddings, linear classifier (frame bag)"),
+    "homogeneous": (["model.variant=homogeneous"], "MoTE-style: 4 experts, all on the full-rate stream"),
+    "homogeneous+pos": (["model.variant=homogeneous", "model.head.expert_pos_embed=true"],
+                        "the same with temporal position embeddings in the experts"),
+    "official": (["model.head.mode=official"], "VidPrism, official numerics (batch-level gates, last-writer fusion)"),
+    "default": ([], "VidPrism, default mode (per-clip gates, summed fusion, diversity between experts)"),
+    "no-sampler": (["model.head.use_sampler=false"], "default, strided mean pooling instead of the sampler"),
+    "no-fusion": (["model.head.use_fusion=false"], "default without the slow/fast interaction"),
+    "no-rank": (["model.loss.rank=0"], "default without the rank loss (score head never trained)"),
+    "pos-embed": (["model.head.expert_pos_embed=true"], "default with temporal position embeddings in the experts"),
+}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    name: str  # report section and figure prefix
+    dataset: str  # "synthetic" or "heldout"
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    size: int
+    frames: int
+    train_per_class: int
+    val_per_class: int
+    steps: int
+    micro_batch: int
+    lr: float
+    warmup_steps: int
+    extra_overrides: tuple[str, ...] = ()
+
+    def base_overrides(self) -> list[str]:
+        return [
+            "model.backbone.arch=tiny", "model.backbone.freeze=all",
+            f"model.backbone.image_size={self.size}", f"data.image_size={self.size}",
+            f"data.num_frames={self.frames}", f"train.micro_batch={self.micro_batch}",
+            f"train.max_steps={self.steps}", "train.epochs=1000", "train.eval_every_epochs=1000",
+            "train.save_every_steps=0", "train.resume=false", f"optim.lr={self.lr}",
+            f"optim.warmup_steps={self.warmup_steps}", "data.num_workers=1", "logging.wandb_mode=disabled",
+            "logging.log_every_steps=100000", "data.shuffle_buffer=64", *self.extra_overrides,
+        ]
+
+
+FULL = BenchSettings(name="temporal", dataset="synthetic", variants=tuple(VARIANTS), seeds=(0, 1, 2), size=32,
+                     frames=16, train_per_class=512, val_per_class=64, steps=500, micro_batch=32, lr=1e-3,
+                     warmup_steps=50)
+HELDOUT = dataclasses.replace(FULL, name="heldout", dataset="heldout", variants=("meanpool",), train_per_class=256,
+                              steps=1000)
+SMOKE = dataclasses.replace(FULL, name="smoke", variants=("meanpool", "homogeneous", "default"), seeds=(0,),
+                            frames=8, train_per_class=2, val_per_class=2, steps=2, micro_batch=4, warmup_steps=0)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train_shards: Path
+    val_shards: Path
+    labels: Path
+    class_names: list[str]
+
+
+def _generator(dataset: str):
+    if dataset == "synthetic":
+        from vidprism_ds.data import synthetic as generator
+    else:
+        from vidprism_ds.data import heldout_temporal as generator
+    return generator
+
+
+def class_names_of(dataset: str) -> list[str]:
+    if dataset == "synthetic":
+        from vidprism_ds.data.presets import SYNTHETIC_CLASSES
+        return list(SYNTHETIC_CLASSES)
+    from vidprism_ds.data.heldout_temporal import HELDOUT_CLASSES
+    return list(HELDOUT_CLASSES)
+
+
+def prepare_data(settings: BenchSettings, work: Path) -> PreparedData:
+    """Render the videos and shard them, once per data setting (reused by every run and later calls)."""
+    from vidprism_ds.data.prep.cli import main as shard_main
+
+    key = f"{settings.dataset}_s{settings.size}_t{settings.frames}_{settings.train_per_class}_{settings.val_per_class}"
+    root = work / key
+    done = root / "READY"
+    if not done.is_file():
+        kwargs = dict(train_per_class=settings.train_per_class, val_per_class=settings.val_per_class,
+                      size=settings.size, num_frames=settings.frames, seed=0)
+        paths = _generator(settings.dataset).make_dataset(root, **kwargs)
+        for split in ("train", "val"):
+            code = shard_main(["--root", str(root), "--list", str(paths[split]), "--out", str(root / f"shards-{split}"),
+                               "--labels", str(paths["labels"]), "--workers", "2", "--max-frames",
+                               str(settings.frames), "--no-progress"])
+            if code != 0:
+                raise RuntimeError(f"sharding {paths[split]} failed (exit {code})")
+        done.write_text("ok\n")
+    return PreparedData(root / "shards-train", root / "shards-val", root / "labels.txt", class_names_of(settings.dataset))
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+
+def run_config(settings: BenchSettings, data: PreparedData, variant: str, seed: int, out_dir: Path):
+    from vidprism_ds.config import load_config
+
+    overrides = settings.base_overrides() + VARIANTS[variant][0] + [
+        "data.dataset=custom", f"data.labels={data.labels}", f"data.train_shards={data.train_shards}",
+        f"data.val_shards={data.val_shards}", f"train.seed={seed}", f"train.output_dir={out_dir}",
+        f"model.text_cache_dir={out_dir.parent / 'text_cache'}"]
+    return load_config(None, overrides)
+
+
+def evaluate(model: torch.nn.Module, cfg, data: PreparedData, variant: str, seed: int, seconds: float,
+             steps: int) -> RunRecord:
+    """Confusion matrix and specialisation figures of a trained model on the validation shards."""
+    from vidprism_ds.analysis.collect import collect, expert_names
+    from vidprism_ds.analysis.metrics import expert_similarity, weight_by_class
+    from vidprism_ds.data import build_eval_loader
+
+    num_classes = len(data.class_names)
+    spec = collect(model, build_eval_loader(cfg.data, data.val_shards, batch_size=64))
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (spec.labels_n, spec.predictions_n), 1)
+    head = model.head
+    tokens = head.expert_stream_lengths(cfg.data.num_frames) if hasattr(head, "expert_stream_lengths") else []
+    if getattr(head, "experts_per_rate", 1) > 1:  # readout slots are rate groups
+        tokens = tokens[:: head.experts_per_rate]
+    return RunRecord(variant=variant, seed=seed, confusion=confusion.tolist(),
+                     weight_by_class=weight_by_class(spec, num_classes).tolist(),
+                     similarity=expert_similarity(spec).tolist(),
+                     expert_names=expert_names(head, spec.num_experts), tokens_per_expert=list(tokens),
+                     train_seconds=seconds, steps=steps)
+
+
+def train_and_evaluate(settings: BenchSettings, data: PreparedData, variant: str, seed: int, work: Path) -> RunRecord:
+    """Train with the project's trainer, export, reload the export and evaluate it (the same path a user's
+    checkpoint takes through ``python -m vidprism_ds.analysis``)."""
+    from vidprism_ds.analysis.loading import load_export
+    from vidprism_ds.train.ds_config import read_ds_config
+    from vidprism_ds.train.loop import run_experiment
+
+    out_dir = work / "runs" / settings.name / f"{variant}_seed{seed}"
+    cfg = run_config(settings, data, variant, seed, out_dir)
+    export = out_dir / "export" / "model.pt"
+    started = time.perf_counter()
+    result = run_experiment(cfg, read_ds_config(REPO / "ds_configs" / "zero2.json"), export_path=str(export))
+    seconds = time.perf_counter() - started
+    record = evaluate(load_export(export).model, cfg, data, variant, seed, seconds, result.step)
+    trainer_top1 = result.eval_metrics["top1"]
+    if abs(trainer_top1 - record.top1) > 1e-6:
+        raise RuntimeError(f"{variant} seed {seed}: the trainer's evaluation ({trainer_top1:.4f}) and the reloaded "
+                           f"export's ({record.top1:.4f}) disagree")
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+SYNTHETIC_FACTORS = {"rate (steady vs out-and-back)": [0, 0, 1, 1], "direction (right vs left)": [0, 1, 0, 1]}
+HELDOUT_FACTORS = {"first shape": [c // 4 for c in range(8)], "direction (rising vs falling)": [(c // 2) % 2 for c in range(8)],
+                   "speed (steady vs fast)": [c % 2 for c in range(8)]}
+
+REPORT_HEADER = """# Results: what VidPrism's parts do on videos that differ only in time
+
+The sections between `<!-- generated:NAME:begin/end -->` markers are written by `bench/temporal.py`
+from the runs it trains; the text outside them is the reading of the figures.
+"""
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, class_names: Sequence[str],
+                   load: str = "") -> BenchmarkSpec:
+    factors = SYNTHETIC_FACTORS if settings.dataset == "synthetic" else HELDOUT_FACTORS
+    title = ("Synthetic temporal videos (vidprism_ds.data.synthetic)" if settings.dataset == "synthetic"
+             else "Held-out temporal benchmark (vidprism_ds.data.heldout_temporal)")
+    return BenchmarkSpec(
+        title=title, class_names=list(class_names), factors=factors,
+        variant_notes={name: note for name, (_, note) in VARIANTS.items()}, command=command,
+        settings={
+            "videos": f"{settings.train_per_class * len(class_names)} train / {settings.val_per_class * len(class_names)} "
+                      f"val, {settings.size}x{settings.size}, {settings.frames} frames, h264, sharded",
+            "model": f"tiny CLIP backbone (random init, frozen), VidPrism head rates 2/4/8/16, D = 64",
+            "training": f"{settings.steps} steps, batch {settings.micro_batch}, AdamW lr {settings.lr:g} "
+                        f"(warmup {settings.warmup_steps}, cosine), official loss weights, one process, CPU",
+            "seeds": ", ".join(str(s) for s in settings.seeds) + " (model init and data order; same videos)",
+            "machine": machine(),
+            "wall time": f"{total_seconds / 60:.1f} min for the whole table (data preparation included)"
+                         + (f"; 1-minute load average at start / end: {load}" if load else ""),
+        })
+
+
+def write_report(settings: BenchSettings, records: list[RunRecord], class_names: Sequence[str], report: Path,
+                 figures: Path, command: str, total_seconds: float,
+                 extra: Callable[[list[RunRecord]], str] | None = None, load: str = "") -> str:
+    spec = benchmark_spec(settings, command, total_seconds, class_names, load)
+    paths = write_figures(spec, records, figures, prefix=f"{settings.name}_")
+    relative = {role: os.path.relpath(path, report.parent) for role, path in paths.items()}
+    text = render_markdown(spec, records, relative)
+    if extra is not None:
+        text += "\n" + extra(records)
+    update_report(report, settings.name, text, header=lambda: REPORT_HEADER)
+    return text
+
+
+def heldout_summary(records: list[RunRecord]) -> str:
+    from vidprism_ds.analysis.benchmark_report import by_variant
+
+    groups = by_variant(records)
+    chance = 1.0 / len(class_names_of("heldout"))
+    lines = ["#### Meanpool vs the best variant", "",
+             f"Appearance-only ceiling: {100 * chance:.1f}% (chance): every class of a content shows the same frames "
+             "(asserted in tests/data/test_heldout_temporal.py).", ""]
+    for name, runs in groups.items():
+        values = [r.top1 for r in runs]
+        lines.append(f"- {name}: {100 * np.mean(values):.1f}% top-1 (seeds: {', '.join(f'{100 * v:.1f}' for v in values)})")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="one seed, 3 variants, a few steps on a few videos")
+    p.add_argument("--heldout", action="store_true", help="meanpool vs the best variant on the held-out benchmark")
+    p.add_argument("--variants", default="", help="comma-separated subset of: " + ", ".join(VARIANTS))
+    p.add_argument("--seeds", type=int, default=0, help="number of seeds (default: 3, smoke 1)")
+    p.add_argument("--steps", type=int, default=0, help="training steps per run (default: the setting's)")
+    p.add_argument("--best", default="", help="--heldout: the variant to compare (default: best mean top-1 in the "
+                                              "synthetic records next to the figures)")
+    p.add_argument("--report", default=str(REPO / "docs" / "results.md"))
+    p.add_argument("--figures", default=str(REPO / "docs" / "results"))
+    p.add_argument("--work", default="", help="data and run folder (default: a temporary folder, deleted)")
+    p.add_argument("--from-records", action="store_true", help="re-render the report from the saved records")
+    return p.parse_args(argv)
+
+
+def choose_settings(args) -> BenchSettings:
+    settings = SMOKE if args.smoke else FULL
+    if args.heldout:
+        settings = dataclasses.replace(HELDOUT, **({k: getattr(SMOKE, k) for k in (
+            "seeds", "frames", "train_per_class", "val_per_class", "steps", "micro_batch", "warmup_steps")}
+            if args.smoke else {}))
+        best = args.best or best_variant(load_records(Path(args.figures) / f"{FULL.name}_runs.json"),
+                                         exclude=["meanpool"])
+        settings = dataclasses.replace(settings, variants=("meanpool", best))
+    if args.variants:
+        unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+        if unknown:
+            raise SystemExit(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
+        settings = dataclasses.replace(settings, variants=tuple(args.variants.split(",")))
+    if args.seeds:
+        settings = dataclasses.replace(settings, seeds=tuple(range(args.seeds)))
+    if args.steps:
+        settings = dataclasses.replace(settings, steps=args.steps)
+    return settings
+
+
+def shown_command(argv: Sequence[str]) -> str:
+    """The command as the report shows it: without --work (a scratch folder that does not change results)
+    and --from-records."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--work":
+            skip = True
+        elif not arg.startswith("--work=") and arg != "--from-records":
+            shown.append(arg)
+    return " ".join(["python bench/temporal.py", *shown])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = choose_settings(args)
+    report, figures = Path(args.report), Path(args.figures)
+    records_path = figures / f"{settings.name}_runs.json"
+    command = shown_command(sys.argv[1:] if argv is None else argv)
+    class_names = class_names_of(settings.dataset)
+    extra = heldout_summary if settings.dataset == "heldout" else None
+    meta_path = figures / f"{settings.name}_meta.json"
+    if args.from_records:
+        records = load_records(records_path)
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        write_report(settings, records, class_names, report, figures, meta.get("command", command),
+                     meta.get("total_seconds", sum(r.train_seconds for r in records)), extra, meta.get("load", ""))
+        return 0
+
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(args.work or temporary)
+        started, load_start = time.perf_counter(), os.getloadavg()[0]
+        data = prepare_data(settings, work)
+        records = []
+        for variant in settings.variants:
+            for seed in settings.seeds:
+                record = train_and_evaluate(settings, data, variant, seed, work)
+                records.append(record)
+                print(f"{variant} seed {seed}: top-1 {100 * record.top1:.1f}% ({record.train_seconds:.0f} s)",
+                      file=sys.stderr, flush=True)
+        total = time.perf_counter() - started
+    save_records(records, records_path)
+    load = f"{load_start:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    meta_path.write_text(json.dumps({"command": command, "total_seconds": total, "load": load}, indent=1))
+    text = write_report(settings, records, class_names, report, figures, command, total, extra, load)
+    print(text)
+    print(json.dumps({"total_seconds": round(total, 1), "records": str(records_path), "report": str(report)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
