@@ -11,6 +11,7 @@ installation failed, ...); the tests skip with that reason.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -232,6 +233,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 def start_cluster(work: Path) -> tuple[Optional[LocalSlurm], str]:
     """(cluster, "") when it runs; (None, reason) when it cannot start here."""
     cluster = LocalSlurm(work)
+    # daemons run in their own sessions: stop them even when the test process ends without teardown
+    atexit.register(cluster.stop)
     try:
         cluster.start()
     except (SlurmUnavailable, OSError, subprocess.SubprocessError) as err:
