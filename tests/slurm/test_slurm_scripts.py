@@ -150,3 +150,15 @@ def test_shard_array_slices_a_list_and_the_last_task_merges(cluster, tmp_path):
     assert len(list((out / "slices").iterdir())) == 3
     logs = "".join((tmp_path / f"shard_{t}.log").read_text() for t in range(3))
     assert logs.count("slices.py merge: ") >= 1 and f"{out / 'manifest.json'}: 12 samples" in logs
+
+
+def test_a_bad_config_fails_the_job_before_srun_with_the_keys_name(cluster, tiny_shards, tmp_path):
+    out = tmp_path / "run"
+    config = _config(tmp_path, tiny_shards, out)
+    log = tmp_path / "bad.log"
+    job = _submit(cluster, "train_k710.sh", log, args=["--set", "train.bogus_key=1"], CONFIG=config, OUTPUT_DIR=out)
+    info = cluster.wait_for_job(job, JOB_TIMEOUT)
+    text = log.read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", f"{info}\n{text[-3000:]}"
+    assert "config error: train.bogus_key" in text and "starting: srun" not in text
+    assert info["Restarts"] == "0"  # a failure is not requeued
