@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 import tarfile
 from pathlib import Path
 from typing import Any, Optional
@@ -38,7 +39,10 @@ def fsync_directory(path: Path) -> None:
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name("." + path.name + PARTIAL_SUFFIX)
+    """Readers see the old file or the new one, never a torn one. The temporary name is unique to this
+    call: several processes may write the same file at once (the array tasks of a sharding job that
+    finish together all write the merged manifest), and each must rename its own complete copy."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
     with open(partial, "wb") as handle:
         handle.write(data)
         handle.flush()
