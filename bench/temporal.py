@@ -25,7 +25,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -228,7 +228,7 @@ def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, 
         settings={
             "videos": f"{settings.train_per_class * len(class_names)} train / {settings.val_per_class * len(class_names)} "
                       f"val, {settings.size}x{settings.size}, {settings.frames} frames, h264, sharded",
-            "model": f"tiny CLIP backbone (random init, frozen), VidPrism head rates 2/4/8/16, D = 64",
+            "model": "tiny CLIP backbone (random init, frozen), VidPrism head rates 2/4/8/16, D = 64",
             "training": f"{settings.steps} steps, batch {settings.micro_batch}, AdamW lr {settings.lr:g} "
                         f"(warmup {settings.warmup_steps}, cosine), official loss weights, one process, CPU",
             "seeds": ", ".join(str(s) for s in settings.seeds) + " (model init and data order; same videos)",

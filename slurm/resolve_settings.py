@@ -10,13 +10,11 @@ mistake fails in seconds instead of after the step has started on every node.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, TextIO
 
 
 def _describe_shards(path: str) -> tuple[bool, str]:
@@ -31,7 +29,7 @@ def _describe_shards(path: str) -> tuple[bool, str]:
     return True, f"{path}  ({manifest.num_samples} samples in {len(manifest.shards)} shards)"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, exports: TextIO = sys.stdout) -> int:
     outer = argparse.ArgumentParser(prog="resolve_settings.py")
     outer.add_argument("--require", action="append", default=[], choices=["init", "train", "val"],
                        help="fail unless train.init_from (when there is no checkpoint to resume from) / the training / "
@@ -40,16 +38,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = outer.parse_args(argv)
     train_args = opts.train_args[1:] if opts.train_args[:1] == ["--"] else opts.train_args
 
-    from vidprism_ds.config import load_config
     from vidprism_ds.config.schema import ConfigError
-    from vidprism_ds.train.cli import build_parser
+    from vidprism_ds.train.cli import build_parser, load_run_config
     from vidprism_ds.train.demo import DEMO_CONFIG
     from vidprism_ds.train.reporting import wandb_mode
 
     args = build_parser().parse_args(train_args)
-    overrides = list(args.overrides) + (["train.eval_only=true"] if args.eval_only or args.export else [])
     try:
-        cfg = load_config(args.config or DEMO_CONFIG, overrides)
+        cfg = load_run_config(args)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -94,26 +90,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"config error: {problem}", file=sys.stderr)
     if problems:
         return 2
-    print(f"VP_OUTPUT_DIR={shlex.quote(str(output_dir))}")
+    print(f"VP_OUTPUT_DIR={shlex.quote(str(output_dir))}", file=exports, flush=True)
     return 0
 
 
 def _run_with_stdout_reserved() -> int:
-    """main() with file descriptor 1 pointed at stderr: libraries that log to stdout on import
+    """main() with file descriptor 1 pointed at stderr: libraries that print to stdout on import
     (DeepSpeed's accelerator detection) must not end up in what the batch script evaluates; only the
-    final ``VP_OUTPUT_DIR=...`` line goes to the real stdout."""
+    ``VP_OUTPUT_DIR=...`` line goes to the real stdout."""
     sys.stdout.flush()
-    real_stdout = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        code = main()
-    sys.stderr.write("".join(line + "\n" for line in captured.getvalue().splitlines()
-                             if not line.startswith("VP_OUTPUT_DIR=")))
-    real_stdout.write("".join(line + "\n" for line in captured.getvalue().splitlines()
-                              if line.startswith("VP_OUTPUT_DIR=")))
-    real_stdout.close()
-    return code
+    with os.fdopen(os.dup(1), "w") as real_stdout:
+        os.dup2(2, 1)
+        return main(exports=real_stdout)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Everything the cluster writes lives under one work directory, with its own munge
 ports, so it cannot disturb (or be disturbed by) a Slurm or munge the machine already runs. Daemons
 are started as child processes and stopped by the PIDs recorded here, never by name.
 
-``LocalSlurm.unavailable_reason()`` says why a cluster cannot be started here (not root, no apt-get,
-installation failed, ...); the tests skip with that reason.
+``start_cluster(work)`` returns the running cluster, or None and the reason it cannot start here (not
+root, no apt-get, installation failed, a daemon exited, ...); the tests skip with that reason.
 """
 
 from __future__ import annotations
@@ -46,12 +46,15 @@ def install_if_missing(timeout: float = 600) -> None:
     if shutil.which("apt-get") is None:
         raise SlurmUnavailable("Slurm is not installed and there is no apt-get to install slurm-wlm and munge")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"],
-                    ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-        if command[1] == "install" and done.returncode == 0:
-            break
+
+    def apt_get(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["apt-get", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    install = ("install", "-y", "-q", "slurm-wlm", "munge")
+    done = apt_get(*install)
+    if done.returncode != 0:  # a fresh machine has no package lists yet
+        apt_get("update", "-q")
+        done = apt_get(*install)
     if not _installed():
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         raise SlurmUnavailable(f"apt-get install slurm-wlm munge failed: {' | '.join(tail)}")

@@ -8,7 +8,6 @@ installed or started, every test here is skipped with the reason (make test prin
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

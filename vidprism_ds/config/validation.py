@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
-from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, K710_SUBSETS, is_direction_sensitive
+from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, FRESH_CLASSIFIER, K710_SUBSETS, is_direction_sensitive
 from vidprism_ds.data.video_lists import LIST_FORMATS
 
 KNOWN_BACKBONES = ("tiny", "ViT-B-16", "ViT-B-32", "ViT-L-14")
@@ -90,13 +90,13 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(train.save_every_steps >= 0, "train.save_every_steps", "must be >= 0 (0 = epoch ends only)")
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     _require(train.max_steps >= 0, "train.max_steps", "must be >= 0")
-    class_maps = ("",) + K710_SUBSETS + ("fresh",)
+    class_maps = ("",) + K710_SUBSETS + (FRESH_CLASSIFIER,)
     _require(train.init_class_map in class_maps, "train.init_class_map",
              f"{train.init_class_map!r} is not one of {list(class_maps)} ('' = same classes as init_from, "
              "'fresh' = new classifier)")
     _require(not train.init_class_map or bool(train.init_from), "train.init_class_map",
              "slices the classifier of train.init_from, which is not set")
-    _require(train.init_class_map in ("", "fresh") or data.dataset in (train.init_class_map, CUSTOM),
+    _require(train.init_class_map in ("", FRESH_CLASSIFIER) or data.dataset in (train.init_class_map, CUSTOM),
              "train.init_class_map",
              f"maps the K710 classifier to {train.init_class_map!r} classes but data.dataset is {data.dataset!r}")
 

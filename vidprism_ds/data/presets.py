@@ -65,6 +65,9 @@ PACKAGED_LISTS: tuple[str, ...] = tuple(name for name, p in PRESETS.items() if p
 
 # Datasets whose classes are rows of the Kinetics-710 head (k710_index_of_<name>.json).
 K710_SUBSETS: tuple[str, ...] = ("k400", "k600", "k700")
+# train.init_class_map for a dataset whose classes the K710 checkpoint has no rows for (UCF101, HMDB51,
+# SSv2): the checkpoint's classifier is dropped and a new one is trained; every other weight loads.
+FRESH_CLASSIFIER = "fresh"
 
 
 def get_preset(name: str) -> DatasetPreset:

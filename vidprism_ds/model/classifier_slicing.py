@@ -19,12 +19,12 @@ from typing import Mapping, Sequence
 
 import torch
 
-from vidprism_ds.data.presets import get_preset, load_k710_index
+from vidprism_ds.data.presets import FRESH_CLASSIFIER, get_preset, load_k710_index
 
 CLASSIFIER_PARAMS = ("classifier.weight", "classifier.bias")
 
 
-def _is_classifier_param(key: str) -> bool:
+def is_classifier_param(key: str) -> bool:
     return any(key == name or key.endswith("." + name) for name in CLASSIFIER_PARAMS)
 
 
@@ -37,7 +37,7 @@ def slice_classifier(state_dict: Mapping[str, torch.Tensor], rows: Sequence[int]
     """
     index = torch.as_tensor(list(rows), dtype=torch.long)
     sliced = dict(state_dict)
-    found = [key for key in state_dict if _is_classifier_param(key)]
+    found = [key for key in state_dict if is_classifier_param(key)]
     if not found:
         raise ValueError(f"no classifier to slice: none of the keys ends in {' or '.join(CLASSIFIER_PARAMS)}")
     for key in found:
@@ -49,22 +49,12 @@ def slice_classifier(state_dict: Mapping[str, torch.Tensor], rows: Sequence[int]
     return sliced
 
 
-# train.init_class_map value for a target whose classes the checkpoint has no rows for (UCF101, HMDB51,
-# SSv2 from Kinetics-710): the checkpoint's classifier is dropped and the model's own, freshly
-# initialised one is kept; everything else (backbone, sampler, fusion, experts, readout, projection) loads.
-FRESH_CLASSIFIER = "fresh"
-
-
 def drop_classifier(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A copy of ``state_dict`` without the classifier weight and bias."""
-    kept = {key: value for key, value in state_dict.items() if not _is_classifier_param(key)}
+    kept = {key: value for key, value in state_dict.items() if not is_classifier_param(key)}
     if len(kept) == len(state_dict):
         raise ValueError(f"no classifier to drop: none of the keys ends in {' or '.join(CLASSIFIER_PARAMS)}")
     return kept
-
-
-def classifier_keys(keys) -> list[str]:
-    return [key for key in keys if _is_classifier_param(key)]
 
 
 def apply_init_class_map(state_dict: Mapping[str, torch.Tensor], init_class_map: str) -> dict[str, torch.Tensor]:

@@ -35,6 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_run_config(args: argparse.Namespace):
+    """The experiment config train.py runs for these arguments: --config (or the embedded demo) with the
+    --set overrides, evaluation-only for --eval-only and --export. Raises ConfigError."""
+    from vidprism_ds.train.demo import DEMO_CONFIG
+
+    overrides = list(args.overrides)
+    if args.eval_only or args.export:
+        overrides.append("train.eval_only=true")
+    return load_config(args.config or DEMO_CONFIG, overrides)
+
+
 def _check_against_launch(cfg, ds_config: dict) -> None:
     """Fail before any process group, data or model exists: world size vs ep_size and batch sizes."""
     import torch
@@ -51,12 +62,8 @@ def _check_against_launch(cfg, ds_config: dict) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from vidprism_ds.train.demo import DEMO_CONFIG
         is_demo = args.config is None
-        overrides = list(args.overrides)
-        if args.eval_only or args.export:
-            overrides.append("train.eval_only=true")
-        cfg = load_config(args.config or DEMO_CONFIG, overrides)
+        cfg = load_run_config(args)
         from vidprism_ds.train.ds_config import read_ds_config
         ds_config = read_ds_config(args.deepspeed_config)
         _check_against_launch(cfg, ds_config)

@@ -21,9 +21,9 @@ import torch.distributed as dist
 from vidprism_ds.config.io import to_dict
 from vidprism_ds.config.schema import ExperimentConfig
 from vidprism_ds.data.loaders import build_eval_loader, build_train_loader
-from vidprism_ds.data.presets import load_class_names
+from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
-from vidprism_ds.model.classifier_slicing import FRESH_CLASSIFIER, apply_init_class_map, classifier_keys
+from vidprism_ds.model.classifier_slicing import apply_init_class_map, is_classifier_param
 from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.text_embeddings import class_text_embeddings
 from vidprism_ds.model.video_model import build_video_model
@@ -81,7 +81,7 @@ def _load_init_weights(model, cfg: ExperimentConfig) -> None:
     state = apply_init_class_map(state, cfg.train.init_class_map)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if cfg.train.init_class_map == FRESH_CLASSIFIER:  # the new classifier is meant to be missing
-        missing = [key for key in missing if key not in classifier_keys(missing)]
+        missing = [key for key in missing if not is_classifier_param(key)]
     if missing or unexpected:
         raise RuntimeError(f"train.init_from {cfg.train.init_from}: does not match the model (missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]})")
