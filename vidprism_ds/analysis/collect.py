@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidprism_ds.data.transforms import frames_to_device
+
 
 @dataclass
 class Specialisation:
@@ -69,6 +71,7 @@ def collect(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], max_cl
     ``max_clips`` > 0 stops after that many clips."""
     was_training = model.training
     model.eval()
+    dtype = next(model.parameters()).dtype
     parts: dict[str, list] = {"labels": [], "pred": [], "weights": [], "means": [], "keep": []}
     seen, num_frames = 0, 0
     try:
@@ -77,7 +80,7 @@ def collect(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], max_cl
             if frames.shape[0] == 0:
                 continue
             num_frames = frames.shape[1]
-            out = model(frames.to(device))
+            out = model(frames_to_device(frames, torch.device(device), dtype))
             parts["labels"].append(labels.cpu())
             parts["pred"].append(out.logits.argmax(-1).cpu())
             parts["weights"].append(out.expert_weights.float().cpu())

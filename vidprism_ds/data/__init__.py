@@ -3,9 +3,9 @@
 Public API (imported lazily, so ``import vidprism_ds.data.presets`` stays light for the config code)::
 
     build_train_loader(data_cfg, shard_dir, micro_batch, rank=0, world_size=1, seed=0) -> EpochLoader
-        batches {"frames": (B, T, 3, S, S) float32, "labels": (B,) int64}
+        batches {"frames": (B, T, 3, S, S) uint8, "labels": (B,) int64}
     build_eval_loader(data_cfg, shard_dir, batch_size, rank=0, world_size=1) -> EpochLoader
-        batches {"frames": (B, V, T, 3, S, S) float32, "labels": (B,) int64, "valid": (B,) bool,
+        batches {"frames": (B, V, T, 3, S, S) uint8, "labels": (B,) int64, "valid": (B,) bool,
                  "index": (B,) int64}; V = test_clips x test_crops, clip-major; padding has valid False
     build_raw_eval_loader(data_cfg, list_file, batch_size, rank=0, world_size=1, video_root=None)
     build_raw_train_loader(data_cfg, list_file, micro_batch, rank=0, world_size=1, seed=0, video_root=None)
@@ -14,7 +14,7 @@ Public API (imported lazily, so ``import vidprism_ds.data.presets`` stays light 
 ``EpochLoader``: ``len()`` = batches per epoch on this rank (equal on every rank, from the manifest),
 ``set_epoch(e)`` reseeds shard order, shuffling and augmentation. ``shard_dir=None`` takes
 ``data_cfg.train_shards`` / ``data_cfg.val_shards``. T = ``num_frames``, S = ``image_size``; frames are
-CLIP-normalised. Rank and world size are arguments: nothing here reads ``torch.distributed``.
+uint8 RGB: ``vidprism_ds.data.transforms.frames_to_device`` CLIP-normalises a batch on the model's device. Rank and world size are arguments: nothing here reads ``torch.distributed``.
 
 Other modules: ``presets`` (label lists, class counts, direction sensitivity, K710 index maps),
 ``video_lists`` (list formats), ``synthetic`` (``python -m vidprism_ds.data.synthetic``), ``prep``

@@ -29,15 +29,19 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from vidprism_ds.config.schema import DataConfig
-from vidprism_ds.data import raw, stages
+from vidprism_ds.data import device_decode, raw, stages
 from vidprism_ds.data.manifest import load_manifest
 from vidprism_ds.data.presets import is_direction_sensitive, load_class_names
-from vidprism_ds.data.transforms import normalise
 from vidprism_ds.data.video_lists import read_video_list
 
 
 class EpochLoader:
-    """Batches of one epoch per iteration; a fresh ``DataLoader`` over a freshly seeded pipeline."""
+    """Batches of one epoch per iteration; a fresh ``DataLoader`` over a freshly seeded pipeline.
+
+    Frames leave it as uint8 (``vidprism_ds.data.transforms.frames_to_device`` normalises them on the
+    model's device). ``pin_memory`` (set by the trainer on GPU runs) makes the loader's thread copy each
+    batch into page-locked memory, so the host-to-device copy is asynchronous and overlaps compute.
+    """
 
     def __init__(self, make_pipeline: Callable[[int], IterableDataset], batches_per_epoch: int, num_workers: int,
                  num_samples: int):
@@ -46,6 +50,7 @@ class EpochLoader:
         self.num_workers = num_workers
         self.num_samples = num_samples  # samples (videos) in the whole dataset, over all ranks
         self.epoch = 0
+        self.pin_memory = False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -55,18 +60,9 @@ class EpochLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         loader = DataLoader(self._make_pipeline(self.epoch), batch_size=None, num_workers=self.num_workers,
-                            persistent_workers=False, prefetch_factor=2 if self.num_workers > 0 else None)
-        for batch in loader:
-            yield finalise_batch(batch)
-
-
-def finalise_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Workers ship uint8 frames (4x fewer bytes through shared memory); the consumer gets float32
-    CLIP-normalised frames, with padding samples (``valid`` False) all zeros."""
-    frames = normalise(batch["frames"])
-    if "valid" in batch and not bool(batch["valid"].all()):
-        frames[~batch["valid"]] = 0.0
-    return {**batch, "frames": frames}
+                            persistent_workers=False, prefetch_factor=2 if self.num_workers > 0 else None,
+                            pin_memory=self.pin_memory)
+        yield from loader
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -89,6 +85,13 @@ def eval_plan(num_samples: int, batch_size: int, world_size: int, num_workers: i
     largest_range = math.ceil(num_samples / (world_size * workers))
     batches = math.ceil(largest_range / batch_size)
     return EvalPlan(batches, batches * batch_size, batches * workers)
+
+
+def eval_batch_videos(cfg: DataConfig, micro_batch: int) -> int:
+    """Videos per evaluation batch: at most ``micro_batch``, and at most ``data.eval_chunk_mib`` MiB of
+    uint8 frames (views x frames x 3 x S x S bytes a video), but always at least one video."""
+    video_bytes = cfg.test_clips * cfg.test_crops * cfg.num_frames * 3 * cfg.image_size ** 2
+    return max(1, min(micro_batch, cfg.eval_chunk_mib * 2 ** 20 // video_bytes))
 
 
 def _train_settings(cfg: DataConfig) -> stages.TrainClipSettings:
@@ -123,6 +126,11 @@ def _shard_dir(given: Optional[str | Path], configured: str, key: str) -> Path:
 
 def train_pipeline(shard_paths: list[str], cfg: DataConfig, micro_batch: int, rank: int, world_size: int, seed: int,
                    batches_per_rank: int, epoch: int) -> wds.DataPipeline:
+    # data.decode_device=cuda: the same picks and augmentation draws, but the JPEG bytes travel and the
+    # training process decodes them on the GPU (vidprism_ds.data.device_decode)
+    on_device = cfg.decode_device == "cuda"
+    to_clips = device_decode.to_train_jpeg_clips if on_device else stages.to_train_clips
+    collate = device_decode.collate_jpeg_clips if on_device else stages.collate_train
     return wds.DataPipeline(
         functools.partial(stages.endless_permutations, shard_paths, seed, epoch, rank, world_size),
         stages.read_shards,
@@ -130,16 +138,17 @@ def train_pipeline(shard_paths: list[str], cfg: DataConfig, micro_batch: int, ra
                           world_size=world_size),
         stages.keep_safe_members,
         functools.partial(stages.take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
-        functools.partial(stages.to_train_clips, settings=_train_settings(cfg), seed=seed, epoch=epoch, rank=rank,
+        functools.partial(to_clips, settings=_train_settings(cfg), seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
-        wds.batched(micro_batch, collation_fn=stages.collate_train, partial=False),
+        wds.batched(micro_batch, collation_fn=collate, partial=False),
     )
 
 
 def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], micro_batch: int, rank: int = 0,
                        world_size: int = 1, seed: int = 0) -> EpochLoader:
-    """Training batches {"frames": (B, T, 3, S, S) float32, "labels": (B,) int64} from ``shard_dir``
-    (default ``data_cfg.train_shards``)."""
+    """Training batches {"frames": (B, T, 3, S, S) uint8, "labels": (B,) int64} from ``shard_dir``
+    (default ``data_cfg.train_shards``); with ``data.decode_device=cuda`` JPEG batches instead
+    (``vidprism_ds.data.device_decode``: ``decode_clips`` turns them into the same frames on the GPU)."""
     _check_rank(rank, world_size, micro_batch)
     manifest = load_manifest(_shard_dir(shard_dir, data_cfg.train_shards, "data.train_shards"))
     shard_paths = [s.path for s in manifest.shards if s.samples > 0]
@@ -165,7 +174,7 @@ def eval_pipeline(shard_sizes: list[tuple[str, int]], cfg: DataConfig, batch_siz
 
 def build_eval_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], batch_size: int, rank: int = 0,
                       world_size: int = 1) -> EpochLoader:
-    """Evaluation batches {"frames": (B, V, T, 3, S, S) float32 with V = test_clips x test_crops (clip-major),
+    """Evaluation batches {"frames": (B, V, T, 3, S, S) uint8 with V = test_clips x test_crops (clip-major),
     "labels": (B,) int64, "valid": (B,) bool, "index": (B,) int64 (manifest order; -1 = padding)} from
     ``shard_dir`` (default ``data_cfg.val_shards``). Over all ranks and workers every sample comes
     exactly once with ``valid`` True."""

@@ -5,8 +5,9 @@ flip, the same grayscale decision): a temporal model must not see the crop jump 
 
 Clips stay uint8 (T, 3, H, W) through cropping and resizing (torch's uint8 antialiased bilinear kernel on
 channels-last memory, ~3x faster than PIL per frame) and are shipped from the loader workers as uint8:
-a quarter of the bytes of float32 through shared memory. ``normalise`` turns them into CLIP-normalised
-float32 in the consuming process (``vidprism_ds.data.loaders.EpochLoader`` does it per batch).
+a quarter of the bytes of float32 through shared memory. They stay uint8 up to the model's device:
+``frames_to_device`` copies a batch there (asynchronously from pinned memory) and ``normalise`` turns it
+into CLIP-normalised frames of the training dtype on that device.
 """
 
 from __future__ import annotations
@@ -123,11 +124,25 @@ def eval_views(frames_t3hw: torch.Tensor, size: int, num_crops: int) -> torch.Te
                         for box in eval_crop_boxes(width, height, num_crops)])
 
 
-def normalise(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32 CLIP-normalised, same shape.
+def normalise(frames_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> CLIP-normalised ``dtype``, same shape, on the input's device.
 
-    One converting copy, then (x / 255 - mean) / std folded into one multiply and one subtract in place.
+    Meant to run where the model runs: the loader hands over uint8 (a quarter of fp32's bytes over PCIe
+    and through pinned memory) and the GPU does this in one fused elementwise pass. The arithmetic is in
+    fp32, (x / 255 - mean) / std folded into one multiply and one subtract, then cast to ``dtype``.
     """
-    x = torch.empty(frames_uint8.shape, dtype=torch.float32)
+    scale = _SCALE.to(frames_uint8.device)
+    shift = _SHIFT.to(frames_uint8.device)
+    x = torch.empty(frames_uint8.shape, dtype=torch.float32, device=frames_uint8.device)
     x.copy_(frames_uint8)
-    return x.mul_(_SCALE).sub_(_SHIFT)
+    x = x.mul_(scale).sub_(shift)
+    return x if dtype == torch.float32 else x.to(dtype)
+
+
+def frames_to_device(frames_uint8: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A uint8 batch from the loader -> CLIP-normalised ``dtype`` on ``device``.
+
+    The copy is asynchronous when the batch sits in pinned memory (the loader pins it on GPU runs), so
+    the host only queues it; normalisation then runs on the device, not on a training-process core.
+    """
+    return normalise(frames_uint8.to(device, non_blocking=True), dtype)
