@@ -1,8 +1,9 @@
 import pytest
+import torch
 
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
-from vidprism_ds.train.ds_config import read_ds_config, resolve_ds_config
+from vidprism_ds.train.ds_config import read_ds_config, resolve_ds_config, training_dtype
 
 
 def _cfg(*overrides):
@@ -16,6 +17,22 @@ def test_auto_values_come_from_the_experiment_config():
     assert ds["train_batch_size"] == 32 and ds["gradient_clipping"] == 0.5
     assert ds["bf16"] == {"enabled": False}
     assert resolve_ds_config({}, _cfg(), 1, on_gpu=True, has_experts=False)["bf16"] == {"enabled": True}
+
+
+@pytest.mark.parametrize("precision, on_gpu, bf16", [("auto", False, False), ("auto", True, True),
+                                                     ("bf16", False, True), ("fp32", True, False)])
+def test_train_precision_decides_bf16(precision, on_gpu, bf16):
+    cfg = _cfg(f"train.precision={precision}")
+    ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), cfg, 1, on_gpu=on_gpu, has_experts=True)
+    assert ds["bf16"]["enabled"] is bf16
+    assert training_dtype(precision, on_gpu) == (torch.bfloat16 if bf16 else torch.float32)
+
+
+def test_a_json_bf16_switch_that_contradicts_train_precision_names_both():
+    with pytest.raises(ConfigError, match=r"^train\.precision: fp32 .*bf16\.enabled=True"):
+        resolve_ds_config({"bf16": {"enabled": True}}, _cfg("train.precision=fp32"), 1, True, True)
+    assert resolve_ds_config({"bf16": {"enabled": "auto"}}, _cfg("train.precision=bf16"), 1, False, True)["bf16"] == {
+        "enabled": True}
 
 
 def test_conflicting_batch_size_names_both_keys():

@@ -18,16 +18,16 @@ def test_padding_is_not_counted_and_top5_uses_the_ranking():
 
 def test_views_are_averaged_per_video():
     class Fixed(torch.nn.Module):
-        """Class scores from the clip's first pixel: view 0 says class 0, view 1 says class 1."""
+        """Class scores from the clip's first pixel: a dark view says class 0, a bright one class 1."""
 
         def forward(self, clips):
-            first = clips[:, 0, 0, 0, 0]
+            first = (clips[:, 0, 0, 0, 0] > 0).float()
             logits = torch.stack([10 * (1 - first), 10 * first, torch.zeros_like(first)], dim=-1)
             return type("Out", (), {"logits": logits})()
 
-    frames = torch.zeros(2, 2, 1, 3, 2, 2)
-    frames[:, 1] = 1.0
-    frames[1, 0] = 1.0  # video 1: both views say class 1
+    frames = torch.zeros(2, 2, 1, 3, 2, 2, dtype=torch.uint8)  # uint8, as the loader hands them over
+    frames[:, 1] = 255
+    frames[1, 0] = 255  # video 1: both views say class 1
     probs = video_probabilities(Fixed(), frames, text_cd=None, chunk=3)
     assert probs.shape == (2, 3)
     assert torch.allclose(probs[0, 0], probs[0, 1], atol=1e-4)  # one view each

@@ -13,3 +13,107 @@ def train_and_report(overrides: list[str], ds_config_path: str, ds_overrides: di
     result = run_experiment(cfg, ds)
     return {"losses": [h["total"] for h in result.history], "steps": [h["step"] for h in result.history],
             "eval": result.eval_metrics}
+
+
+class _Prefetched:
+    def __init__(self, loader):
+        self.batches = list(loader)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def count_host_syncs(overrides: list[str], ds_config_path: str) -> dict:
+    """Train under a HostSyncCounter; DeepSpeed's backward and step are counted apart (inner counters)."""
+    from vidprism_ds.train.loop import Trainer
+    from vidprism_ds.utils.op_count import HostSyncCounter
+
+    trainer = Trainer(load_config(None, overrides), read_ds_config(ds_config_path))
+    # the batches are read before counting: a loader in this (daemonic) process has no workers, and its
+    # decoding would be counted as the training step's
+    trainer.train_loader = _Prefetched(trainer.train_loader)
+    engine = trainer.engine
+    deepspeed_counts, checkpoint_counts = [], []
+    backward, step, save = engine.backward, engine.step, trainer.checkpoints.save
+
+    def counted(fn, into):
+        def wrapper(*args, **kwargs):
+            with HostSyncCounter() as inner:
+                value = fn(*args, **kwargs)
+            into.append(inner.total)
+            return value
+        return wrapper
+
+    engine.backward, engine.step = counted(backward, deepspeed_counts), counted(step, deepspeed_counts)
+    trainer.checkpoints.save = counted(save, checkpoint_counts)  # saving is not a per-step cost
+    with HostSyncCounter() as everything:
+        result = trainer.fit()
+    trainer.reporter.finish()
+    return {"steps": len(result.history), "all": everything.summary(), "deepspeed": sum(deepspeed_counts),
+            "checkpoints": len(checkpoint_counts),
+            "ours": everything.total - sum(deepspeed_counts) - sum(checkpoint_counts)}
+
+
+def collectives_on_device() -> dict:
+    """Evaluation, the stop agreement and an expert-parallel forward with every collective recorded,
+    while tensors made without an explicit device land on "meta" (so the trainer's device, the CPU
+    here, is not where a forgotten ``device=`` puts them: the GPU bug this catches)."""
+    import torch
+    import torch.distributed as dist
+
+    from vidprism_ds.config.schema import ModelConfig
+    from vidprism_ds.model.video_model import build_video_model
+    from vidprism_ds.parallel import dispatcher, init_expert_parallel, parallelize_model
+    from vidprism_ds.train.evaluate import EvalAccumulator, evaluate
+    from vidprism_ds.train.signals import StopRequest
+
+    device = torch.device("cpu")
+    seen = []
+
+    def recording(name, fn):
+        def wrapper(tensor, *args, **kwargs):
+            seen.append((name, str(tensor.device)))
+            return fn(tensor, *args, **kwargs)
+        return wrapper
+
+    dist.all_reduce = recording("all_reduce", dist.all_reduce)
+    dist.broadcast = recording("broadcast", dist.broadcast)
+    dispatcher.all_to_all_single_autograd = recording("all_to_all_single", dispatcher.all_to_all_single_autograd)
+
+    model_cfg = ModelConfig()
+    model_cfg.backbone.image_size = 32
+    model = build_video_model(model_cfg, num_classes=4, num_frames=8, seed=0).model
+    parallelize_model(model, init_expert_parallel(2))
+    generator = torch.Generator().manual_seed(dist.get_rank())
+    batches = [{"frames": torch.randint(0, 256, (2, 2, 8, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                "labels": torch.tensor([1, 3]), "valid": torch.tensor([True, False])} for _ in range(2)]
+    stop = StopRequest()
+    with torch.device("meta"):
+        result = evaluate(model, batches, num_classes=4, device=device, dtype=torch.float32, world_size=2)
+        accumulator = EvalAccumulator(4, device)
+        accumulator.reduce(world_size=2)
+        agreed = stop.agreed(2, device)
+    stop.restore()
+    return {"seen": seen, "samples": result.samples, "agreed": agreed}
+
+
+def train_bf16_and_report(overrides: list[str], ds_config_path: str) -> dict:
+    """One run of the bf16 path: losses per step, eval, the weights' dtype under DeepSpeed, the export."""
+    import torch
+    import torch.distributed as dist
+
+    cfg = load_config(None, overrides)
+    result = run_experiment(cfg, read_ds_config(ds_config_path))
+    export = result.output_dir / cfg.train.export_on_finish
+    # rank 0 writes the export; the others may return before it has finished
+    state = torch.load(export, weights_only=True) if dist.get_rank() == 0 and export.is_file() else {}
+    dtypes = sorted({str(v.dtype) for v in state.values()})
+    return {"losses": [h["total"] for h in result.history], "steps": [h["step"] for h in result.history],
+            "terms": result.history[-1] if result.history else None, "eval": result.eval_metrics,
+            "resumed_from": result.resumed_from, "export_dtypes": dtypes, "export_keys": len(state)}

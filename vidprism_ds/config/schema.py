@@ -125,6 +125,14 @@ class DataConfig:
     val_list: str = ""
     video_root: str = ""
     list_format: str = "auto"
+    # Where training/evaluation JPEG frames are decoded: "cpu" in the loader workers (the default), or
+    # "cuda": workers pass the JPEG bytes and the training process decodes each batch on the GPU
+    # (nvJPEG through torchvision.io.decode_jpeg), then crops and resizes there.
+    decode_device: Literal["cpu", "cuda"] = "cpu"
+    # Evaluation runs a batch's views through the model in chunks of at most this many MiB of uint8
+    # frames (a 4 clips x 3 crops batch of 32-frame 224 px videos is ~1.8 GiB), so host and device
+    # memory stay bounded whatever data.test_clips x data.test_crops is.
+    eval_chunk_mib: int = 256
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,6 +180,18 @@ class TrainConfig:
     # After training finishes, write the consolidated fp32 weights to <output_dir>/export/model_fp32.pt
     # (the file the fine-tuning presets' train.init_from names); "" = do not.
     export_on_finish: str = "export/model_fp32.pt"
+    # "auto": bf16 on a GPU, fp32 on the CPU. "bf16" also runs on the CPU (DeepSpeed's CPU accelerator
+    # supports it; the tests run the bf16 path that way). Losses and logits are computed in fp32.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # torch.compile the head (whole) and the backbone (per transformer block) before DeepSpeed wraps them.
+    compile: bool = False
+    # Pre-emption signals are agreed across ranks every this many optimizer steps (one small all-reduce
+    # and one host read each time); SLURM's warning comes minutes before the limit, so a few steps' delay
+    # costs nothing.
+    stop_check_every: int = 10
+    # Refuse to start when the estimated peak GPU memory per rank exceeds this fraction of the device's
+    # memory (vidprism_ds.train.memory); 0 switches the check off (the estimate is still printed).
+    memory_limit_fraction: float = 0.95
 
 
 @dataclass

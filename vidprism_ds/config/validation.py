@@ -90,6 +90,10 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(train.save_every_steps >= 0, "train.save_every_steps", "must be >= 0 (0 = epoch ends only)")
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     _require(train.max_steps >= 0, "train.max_steps", "must be >= 0")
+    _require(train.stop_check_every >= 1, "train.stop_check_every", "must be >= 1")
+    _require(0.0 <= train.memory_limit_fraction <= 1.0, "train.memory_limit_fraction",
+             "must be in [0, 1] (0 = no check)")
+    _require(data.eval_chunk_mib >= 1, "data.eval_chunk_mib", "must be >= 1")
     class_maps = ("",) + K710_SUBSETS + (FRESH_CLASSIFIER,)
     _require(train.init_class_map in class_maps, "train.init_class_map",
              f"{train.init_class_map!r} is not one of {list(class_maps)} ('' = same classes as init_from, "

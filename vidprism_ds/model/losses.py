@@ -47,13 +47,18 @@ def official_diversity(expert_means_bed: torch.Tensor) -> torch.Tensor:
         return expert_means_bed.new_zeros(())
     unit_bed = F.normalize(expert_means_bed, dim=-1, eps=1e-8)
     mean_cos_bb = torch.einsum("ied,jed->ij", unit_bed, unit_bed) / expert_means_bed.shape[1]
-    upper = torch.triu(torch.ones(batch, batch, dtype=torch.bool, device=expert_means_bed.device), diagonal=1)
-    return (1.0 - mean_cos_bb[upper]).mean()
+    # Integer indices of the pairs i < j (row-major, the order a boolean triu mask selects): a boolean mask
+    # index is a data-dependent nonzero, which breaks a torch.compile graph; these have a static shape.
+    rows, cols = torch.triu_indices(batch, batch, offset=1, device=expert_means_bed.device)
+    return (1.0 - mean_cos_bb[rows, cols]).mean()
 
 
 def text_contrastive_loss(projection_bd: torch.Tensor, text_cd: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
-    """CE over cosine similarities to the class text embeddings (no temperature, as official)."""
-    logits_bc = F.normalize(projection_bd, dim=-1) @ F.normalize(text_cd, dim=-1).t()
+    """CE over cosine similarities to the class text embeddings (no temperature, as official).
+
+    In fp32 whatever the model's dtype: the projection may be bf16 while the cached text embeddings are
+    fp32, and cosine logits in [-1, 1] lose most of their resolution in bf16."""
+    logits_bc = F.normalize(projection_bd.float(), dim=-1) @ F.normalize(text_cd.float(), dim=-1).t()
     return F.cross_entropy(logits_bc, labels_b)
 
 
@@ -67,14 +72,16 @@ def combine_losses(weights: LossWeights, output, labels_b: torch.Tensor,
                    text_cd: torch.Tensor | None = None) -> LossBreakdown:
     """Weighted sum of every term the head produced. ``output`` is a ``HeadOutput``.
 
-    The contrastive term needs class text embeddings; without them its weight must be 0.
+    The contrastive term needs class text embeddings; without them its weight must be 0. Every term and
+    the total are fp32 (autocast's rule for losses): under bf16 training the head's outputs are bf16,
+    and a bf16 cross-entropy or a bf16 sum of small regularisers rounds away what they add.
     """
-    terms = {"ce": F.cross_entropy(output.logits, labels_b),
-             "balance": output.balance_loss,
-             "diversity": output.diversity_loss,
-             "rank": output.rank_loss,
-             "router_aux": output.router_aux_loss,
-             "router_z": output.router_z_loss}
+    terms = {"ce": F.cross_entropy(output.logits.float(), labels_b),
+             "balance": output.balance_loss.float(),
+             "diversity": output.diversity_loss.float(),
+             "rank": output.rank_loss.float(),
+             "router_aux": output.router_aux_loss.float(),
+             "router_z": output.router_z_loss.float()}
     if text_cd is not None:
         terms["contrastive"] = text_contrastive_loss(output.projection, text_cd, labels_b)
     elif weights.contrastive > 0:

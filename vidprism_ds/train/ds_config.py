@@ -3,8 +3,9 @@
 The YAML owns batch sizes and clipping (``train.micro_batch``, ``train.grad_accum``,
 ``optim.grad_clip``); the JSON owns ZeRO and offload. A JSON value of ``"auto"`` or an absent key is
 filled from the YAML; a different number is an error, because silently preferring either would
-train with a batch size the user did not choose. Precision follows the device: bf16 on GPU, fp32 on
-CPU (gloo has no bf16 reductions worth using, and CPU bf16 matmuls are slow).
+train with a batch size the user did not choose. Precision is ``train.precision``: ``auto`` is bf16 on
+GPU and fp32 on CPU (CPU bf16 matmuls are slow), ``bf16`` runs bf16 on the CPU too (the tests run the GPU
+path's numerics that way).
 """
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+
+
+def uses_bf16(precision: str, on_gpu: bool) -> bool:
+    """``train.precision`` on this device: auto = bf16 on a GPU, fp32 on the CPU."""
+    return precision == "bf16" or (precision == "auto" and on_gpu)
+
+
+def training_dtype(precision: str, on_gpu: bool) -> torch.dtype:
+    """The dtype of the model's weights and inputs under DeepSpeed (its optimizer keeps fp32 masters)."""
+    return torch.bfloat16 if uses_bf16(precision, on_gpu) else torch.float32
 
 
 def read_ds_config(path: str | Path) -> dict[str, Any]:
@@ -55,11 +68,14 @@ def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, world_size: int, o
         raise ConfigError(f"--deepspeed_config: zero_optimization.stage={stage} is not 0-3")
     if has_experts and stage == 2:
         zero["contiguous_gradients"] = True  # DeepSpeed requires it for MoE with ZeRO-2
-    for key in ("bf16", "fp16"):
-        if ds.get(key, {}).get("enabled") not in (None, "auto", on_gpu and key == "bf16"):
-            if key == "fp16":
-                raise ConfigError("--deepspeed_config: fp16 is not supported; bf16 is used on GPU automatically")
-    ds["bf16"] = {"enabled": bool(on_gpu)}
+    bf16 = uses_bf16(cfg.train.precision, on_gpu)
+    if ds.get("fp16", {}).get("enabled") not in (None, "auto", False):
+        raise ConfigError("--deepspeed_config: fp16 is not supported; use train.precision=bf16 (auto: bf16 on GPU)")
+    if ds.get("bf16", {}).get("enabled") not in (None, "auto", bf16):
+        raise ConfigError(f"train.precision: {cfg.train.precision} means {'bf16' if bf16 else 'fp32'} here, but the "
+                          f"DeepSpeed config sets bf16.enabled={ds['bf16']['enabled']}; set bf16.enabled to \"auto\" "
+                          "and choose the precision with train.precision")
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": bf16}
     ds.pop("fp16", None)
     # The optimizer is built here (parameter groups by module); DeepSpeed's config must not build another.
     if "optimizer" in ds or "scheduler" in ds:

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from vidprism_ds.data.transforms import frames_to_device
+
 # CLIP's logit scale: makes the softmax over cosine similarities as peaked as CLIP's own.
 ZERO_SHOT_SCALE = 100.0
 
@@ -34,28 +36,37 @@ class EvalResult:
 
 
 class EvalAccumulator:
-    """Counts on this rank; ``reduce`` sums them over ranks."""
+    """Counts on this rank, kept on ``device``; ``reduce`` sums them over ranks.
 
-    def __init__(self, num_classes: int):
+    Everything stays on the model's device: no per-batch host copies, and the reduction hands NCCL a
+    device tensor (NCCL groups take no CPU tensors).
+    """
+
+    def __init__(self, num_classes: int, device: torch.device = torch.device("cpu")):
         self.num_classes = num_classes
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-        self.top5_correct = torch.zeros((), dtype=torch.float64)
+        self.device = device
+        # float64 counts: exact up to 2^53 videos; NCCL and gloo both reduce float64
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+        self.top5_correct = torch.zeros((), dtype=torch.float64, device=device)
 
     def add(self, probs_bc: torch.Tensor, labels_b: torch.Tensor, valid_b: torch.Tensor) -> None:
-        probs_bc, labels_b = probs_bc[valid_b].float().cpu(), labels_b[valid_b].cpu()
-        if labels_b.numel() == 0:
-            return
+        # padding samples get weight 0 instead of being indexed away: a boolean mask would make the
+        # shapes data-dependent, i.e. a host sync per batch on a GPU
+        probs_bc = probs_bc.float()
+        labels_b = labels_b.to(self.device, non_blocking=True)
+        weight_b = valid_b.to(self.device, torch.float64, non_blocking=True)
         k = min(5, self.num_classes)
         top_bk = probs_bc.topk(k, dim=-1).indices
-        self.top5_correct += (top_bk == labels_b[:, None]).any(dim=-1).sum()
-        flat = labels_b * self.num_classes + top_bk[:, 0]
-        self.confusion += torch.bincount(flat, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+        self.top5_correct += ((top_bk == labels_b[:, None]).any(dim=-1) * weight_b).sum()
+        flat_b = labels_b * self.num_classes + top_bk[:, 0]
+        # index_add_, not bincount: CUDA's bincount reads the input's maximum back to the host
+        self.confusion.view(-1).index_add_(0, flat_b, weight_b)
 
-    def reduce(self, world_size: int) -> EvalResult:
+    def reduce(self, world_size: int, group=None) -> EvalResult:
         packed = torch.cat([self.confusion.flatten(), self.top5_correct[None]])
         if world_size > 1:
-            packed = packed.to(torch.float64)
-            dist.all_reduce(packed)
+            dist.all_reduce(packed, group=group)
+        packed = packed.cpu()  # the one host read of an evaluation
         confusion = packed[:-1].view(self.num_classes, self.num_classes)
         total = float(confusion.sum())
         per_class_total = confusion.sum(dim=1)
@@ -65,19 +76,24 @@ class EvalAccumulator:
                           per_class_accuracy=per_class, confusion=confusion.to(torch.int64))
 
 
-def video_probabilities(model, frames_bvtchw: torch.Tensor, text_cd: Optional[torch.Tensor],
-                        chunk: int) -> torch.Tensor:
-    """(B, V, T, 3, H, W) -> (B, C): view-averaged class probabilities."""
+def video_probabilities(model, frames_bvtchw: torch.Tensor, text_cd: Optional[torch.Tensor], chunk: int,
+                        device: torch.device = torch.device("cpu"),
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, V, T, 3, H, W) on the host -> (B, C) view-averaged class probabilities on ``device``.
+
+    ``chunk`` clips at a time go to the device, are normalised there and run through the model, so the
+    device holds one chunk of frames whatever V is. Logits and softmax are fp32.
+    """
     batch, views = frames_bvtchw.shape[:2]
     clips = frames_bvtchw.flatten(0, 1)
+    text_unit_dc = F.normalize(text_cd.float(), dim=-1).t() if text_cd is not None else None
     probs = []
     for start in range(0, clips.shape[0], chunk):
-        out = model(clips[start:start + chunk])
-        if text_cd is None:
+        out = model(frames_to_device(clips[start:start + chunk], device, dtype))
+        if text_unit_dc is None:
             logits = out.logits.float()
         else:
-            logits = ZERO_SHOT_SCALE * F.normalize(out.projection.float(), dim=-1) @ F.normalize(
-                text_cd.float(), dim=-1).t()
+            logits = ZERO_SHOT_SCALE * F.normalize(out.projection.float(), dim=-1) @ text_unit_dc
         probs.append(logits.softmax(dim=-1))
     return torch.cat(probs).view(batch, views, -1).mean(dim=1)
 
@@ -85,17 +101,19 @@ def video_probabilities(model, frames_bvtchw: torch.Tensor, text_cd: Optional[to
 @torch.no_grad()
 def evaluate(model, loader, num_classes: int, device: torch.device, dtype: torch.dtype, world_size: int,
              text_cd: Optional[torch.Tensor] = None, chunk: int = 16, progress: bool = False) -> EvalResult:
-    """Every rank calls it (the expert-parallel model and the reductions are collective)."""
+    """Every rank calls it (the expert-parallel model and the reductions are collective).
+
+    ``loader`` yields uint8 batches (``vidprism_ds.data.loaders.build_eval_loader``); ``chunk`` is the
+    number of clips per forward pass."""
     was_training = model.training
     model.eval()
-    acc = EvalAccumulator(num_classes)
+    acc = EvalAccumulator(num_classes, device)
     batches = loader
     if progress:
         from tqdm import tqdm
         batches = tqdm(loader, total=len(loader), desc="eval", unit="batch", leave=False)
     for batch in batches:
-        frames = batch["frames"].to(device=device, dtype=dtype, non_blocking=True)
-        probs = video_probabilities(model, frames, text_cd, chunk)
+        probs = video_probabilities(model, batch["frames"], text_cd, chunk, device, dtype)
         acc.add(probs, batch["labels"], batch["valid"])
     model.train(was_training)
     return acc.reduce(world_size)

@@ -12,15 +12,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import deepspeed
 import torch
 import torch.distributed as dist
 
 from vidprism_ds.config.io import to_dict
-from vidprism_ds.config.schema import ExperimentConfig
-from vidprism_ds.data.loaders import build_eval_loader, build_train_loader
+from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, eval_batch_videos
+from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
+from vidprism_ds.data.transforms import frames_to_device, normalise
 from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
 from vidprism_ds.model.classifier_slicing import apply_init_class_map, is_classifier_param
@@ -31,11 +33,12 @@ from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_
 from vidprism_ds.parallel.checkpoint import consolidated_state_dict
 from vidprism_ds.train import optim
 from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta
-from vidprism_ds.train.ds_config import resolve_ds_config
+from vidprism_ds.train.ds_config import resolve_ds_config, training_dtype
 from vidprism_ds.train.evaluate import EvalResult, evaluate, write_eval_report
 from vidprism_ds.train.launch import export_launch_env, resolve_launch
 from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_train_line
 from vidprism_ds.train.signals import StopRequest
+from vidprism_ds.train.step_log import StepLossLog
 
 
 @dataclass
@@ -92,7 +95,10 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world_size, self.device = init_distributed()
         self.on_gpu = self.device.type == "cuda"
-        self.dtype = torch.bfloat16 if self.on_gpu else torch.float32
+        self.dtype = training_dtype(cfg.train.precision, self.on_gpu)
+        if cfg.data.decode_device == "cuda" and not self.on_gpu:
+            raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
+                              "use cpu")
         if not self.on_gpu and "OMP_NUM_THREADS" not in os.environ:
             # Processes sharing the cores: oversubscribed threads only add scheduling overhead.
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
@@ -109,6 +115,8 @@ class Trainer:
             _load_init_weights(self.model, cfg)
         self.text_cd = None
         if cfg.model.loss.contrastive > 0 or eval_class_names is not None:
+            # the text tower runs on the device: 710 classes x 28 prompts take minutes on a CPU core
+            built.clip.to(self.device)
             self.text_cd = self._text_embeddings(built.clip, self.class_names)
         self.zero_shot_text_cd = (self._text_embeddings(built.clip, eval_class_names)
                                   if eval_class_names is not None else None)
@@ -122,6 +130,7 @@ class Trainer:
         if not cfg.train.eval_only:
             self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.rank,
                                                    self.world_size, seed=cfg.train.seed)
+            self.train_loader.pin_memory = self.on_gpu
         self.steps_per_epoch = (len(self.train_loader) // cfg.train.grad_accum) if self.train_loader else 0
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
@@ -167,18 +176,44 @@ class Trainer:
             return meta.step, meta.epoch + 1, 0, meta.step
         return meta.step, meta.epoch, skip, meta.step
 
+    def _frames(self, batch: dict) -> torch.Tensor:
+        """The batch's clips, CLIP-normalised in the training dtype on the device."""
+        if uses_device_decode(batch):
+            frames_u8 = decode_clips(batch, self.device, self.cfg.data.image_size)
+            return normalise(frames_u8, self.dtype)
+        return frames_to_device(batch["frames"], self.device, self.dtype)
+
     def _forward_loss(self, batch: dict):
-        frames = batch["frames"].to(self.device, self.dtype, non_blocking=True)
+        frames = self._frames(batch)
         labels = batch["labels"].to(self.device, non_blocking=True)
         output = self.engine(frames)
         losses = combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
         return output, losses
 
-    def fit(self) -> RunResult:
+    def _flush_history(self, pending: StepLossLog, result: RunResult) -> None:
+        for entry in pending.flush():
+            result.history.append(entry)
+            self.reporter.record(entry)
+
+    def _save(self, pending: StepLossLog, result: RunResult, step: int, epoch: int, batches_in_epoch: int) -> None:
+        # the history file must hold every step up to the checkpoint: a resumed run continues after it
+        self._flush_history(pending, result)
+        self.checkpoints.save(self.engine, step, epoch, batches_in_epoch)
+
+    def fit(self, on_step: Optional[Callable[[int], None]] = None) -> RunResult:
+        """Train from the newest checkpoint (or the start) to the end or a stop signal.
+
+        ``on_step(step)`` runs after each optimizer step (benchmarks time steps with it).
+
+        Host syncs of ours per optimizer step: none between logging steps (loss terms stay on the device
+        in ``StepLossLog``); one read per ``logging.log_every_steps``; one small all-reduce and read per
+        ``train.stop_check_every`` steps for the pre-emption agreement.
+        """
         cfg = self.cfg
         result = RunResult(output_dir=self.output_dir)
         step, start_epoch, skip, result.resumed_from = self._resume()
         stop = StopRequest()
+        pending = StepLossLog()
         log_every = max(1, cfg.logging.log_every_steps)
         try:
             for epoch in range(start_epoch, cfg.train.epochs):
@@ -193,16 +228,17 @@ class Trainer:
                     output, losses = self._forward_loss(batch)
                     self.engine.backward(losses.total)
                     self.engine.step()
-                    window_clips += batch["frames"].shape[0] * self.world_size
+                    window_clips += batch["labels"].shape[0] * self.world_size
                     if (batch_index + 1) % cfg.train.grad_accum:
                         continue  # DeepSpeed accumulated; the optimizer steps every grad_accum micro-batches
                     step += 1
                     lr = self.scheduler.get_last_lr()[-1]
-                    terms = {k: float(v.detach()) for k, v in losses.terms.items()}
-                    terms["total"] = float(losses.total.detach())
-                    result.history.append({"step": step, "epoch": epoch, "lr": lr, **terms})
-                    self.reporter.record(result.history[-1])
+                    pending.add({"step": step, "epoch": epoch, "lr": lr}, {**losses.terms, "total": losses.total})
+                    if on_step is not None:
+                        on_step(step)
                     if step % log_every == 0:
+                        self._flush_history(pending, result)
+                        terms = {k: v for k, v in result.history[-1].items() if k not in ("step", "epoch", "lr")}
                         elapsed = time.perf_counter() - window_start
                         weights = output.expert_weights.detach().float().mean(dim=0).tolist()
                         spec = expert_specialisation(output.expert_means)
@@ -213,26 +249,28 @@ class Trainer:
                         window_start, window_clips = time.perf_counter(), 0
                     done = bool(cfg.train.max_steps) and step >= cfg.train.max_steps
                     if cfg.train.save_every_steps and step % cfg.train.save_every_steps == 0 and not done:
-                        self.checkpoints.save(self.engine, step, epoch, batch_index + 1)
-                    if stop.agreed(self.world_size, self.device):
-                        self.checkpoints.save(self.engine, step, epoch, batch_index + 1)
+                        self._save(pending, result, step, epoch, batch_index + 1)
+                    # every rank reaches the same steps, so the agreement (a collective) stays in lockstep
+                    if step % cfg.train.stop_check_every == 0 and stop.agreed(self.world_size, self.device):
+                        self._save(pending, result, step, epoch, batch_index + 1)
                         self.reporter.line(f"stop requested (signal {stop.signum or 'on another rank'}): "
                                            f"checkpoint saved at step {step}")
                         result.stopped_by_signal = True
                         result.step = step
                         return result
                     if done:
-                        self.checkpoints.save(self.engine, step, epoch, batch_index + 1)
+                        self._save(pending, result, step, epoch, batch_index + 1)
                         break
                 skip = 0
                 if cfg.train.max_steps and step >= cfg.train.max_steps:
                     break
-                self.checkpoints.save(self.engine, step, epoch + 1, 0)  # epoch end: the next starts clean
+                self._save(pending, result, step, epoch + 1, 0)  # epoch end: the next starts clean
                 if cfg.train.eval_every_epochs and (epoch + 1) % cfg.train.eval_every_epochs == 0 and (
                         epoch + 1) < cfg.train.epochs:
                     self.run_eval(step, tag=f"epoch_{epoch + 1:03d}")
         finally:
             stop.restore()
+            self._flush_history(pending, result)
         result.step = step
         return result
 
@@ -240,7 +278,11 @@ class Trainer:
 
     def run_eval(self, step: int, tag: str, zero_shot: bool = False) -> tuple[EvalResult, Optional[list[float]]]:
         cfg = self.cfg
-        loader = build_eval_loader(cfg.data, None, cfg.train.micro_batch, self.rank, self.world_size)
+        # videos per batch bounded in bytes (data.eval_chunk_mib): a 4 x 3-view batch of 32-frame videos
+        # is ~58 MB a video, and workers x prefetch batches of it sit in host memory
+        loader = build_eval_loader(cfg.data, None, eval_batch_videos(cfg.data, cfg.train.micro_batch), self.rank,
+                                   self.world_size)
+        loader.pin_memory = self.on_gpu
         text = self.zero_shot_text_cd if zero_shot else None
         num_classes = text.shape[0] if text is not None else self.num_classes
         weights_sum = []
