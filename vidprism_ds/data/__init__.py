@@ -14,7 +14,8 @@ Public API (imported lazily, so ``import vidprism_ds.data.presets`` stays light 
 ``EpochLoader``: ``len()`` = batches per epoch on this rank (equal on every rank, from the manifest),
 ``set_epoch(e)`` reseeds shard order, shuffling and augmentation. ``shard_dir=None`` takes
 ``data_cfg.train_shards`` / ``data_cfg.val_shards``. T = ``num_frames``, S = ``image_size``; frames are
-uint8 RGB: ``vidprism_ds.data.transforms.frames_to_device`` CLIP-normalises a batch on the model's device. Rank and world size are arguments: nothing here reads ``torch.distributed``.
+uint8 RGB: ``vidprism_ds.data.transforms.frames_to_device`` CLIP-normalises a batch on the model's device.
+Rank and world size are arguments: nothing here reads ``torch.distributed``.
 
 Other modules: ``presets`` (label lists, class counts, direction sensitivity, K710 index maps),
 ``video_lists`` (list formats), ``synthetic`` (``python -m vidprism_ds.data.synthetic``), ``prep``
