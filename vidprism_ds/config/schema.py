@@ -133,6 +133,10 @@ class DataConfig:
     # frames (a 4 clips x 3 crops batch of 32-frame 224 px videos is ~1.8 GiB), so host and device
     # memory stay bounded whatever data.test_clips x data.test_crops is.
     eval_chunk_mib: int = 256
+    # Damaged samples (a truncated tar member, a corrupt JPEG, a label outside the classes) are skipped and
+    # logged with their shard and key; more than this many in one epoch on one loader worker stops the run
+    # with an error naming the last one.
+    max_bad_samples: int = 16
 
 
 # --------------------------------------------------------------------------------------------------

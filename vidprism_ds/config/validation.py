@@ -94,6 +94,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(0.0 <= train.memory_limit_fraction <= 1.0, "train.memory_limit_fraction",
              "must be in [0, 1] (0 = no check)")
     _require(data.eval_chunk_mib >= 1, "data.eval_chunk_mib", "must be >= 1")
+    _require(data.max_bad_samples >= 0, "data.max_bad_samples", "must be >= 0 (0 = stop at the first damaged sample)")
     class_maps = ("",) + K710_SUBSETS + (FRESH_CLASSIFIER,)
     _require(train.init_class_map in class_maps, "train.init_class_map",
              f"{train.init_class_map!r} is not one of {list(class_maps)} ('' = same classes as init_from, "
