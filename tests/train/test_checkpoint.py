@@ -1,4 +1,5 @@
 import json
+import pytest
 
 from vidprism_ds.train.checkpoint import LATEST_FILE, META_FILE, complete_tags, newest_complete, tag_for_step
 
@@ -28,3 +29,62 @@ def test_a_complete_tag_newer_than_latest_is_used(tmp_path):
 
 def test_no_checkpoint(tmp_path):
     assert newest_complete(tmp_path / "missing") is None
+
+
+def _verified_tag(root, step, payload=b"weights" * 100):
+    """A complete tag whose metadata records its files' sizes and checksums, as the manager writes it."""
+    from vidprism_ds.train.checkpoint import tag_file_records
+
+    d = root / tag_for_step(step)
+    (d / "experts").mkdir(parents=True)
+    (d / "mp_rank_00_model_states.pt").write_bytes(payload)
+    (d / "experts" / "expert_000.pt").write_bytes(payload[::-1])
+    meta = {"tag": d.name, "step": step, "epoch": 0, "batches_in_epoch": step, "world_size": 1, "ep_size": 1,
+            "config": {}, "files": tag_file_records(d)}
+    (d / META_FILE).write_text(json.dumps(meta))
+    return d
+
+
+def test_resume_skips_a_truncated_or_corrupt_tag_and_says_why(tmp_path):
+    from vidprism_ds.train.checkpoint import choose_resume_tag
+
+    _verified_tag(tmp_path, 2)
+    truncated = _verified_tag(tmp_path, 4)
+    corrupt = _verified_tag(tmp_path, 6)
+    with open(truncated / "mp_rank_00_model_states.pt", "r+b") as handle:
+        handle.truncate(100)  # a node killed while the filesystem flushed
+    (corrupt / "experts" / "expert_000.pt").write_bytes(b"X" * 700)  # same size, other bytes
+    lines = []
+    meta = choose_resume_tag(tmp_path, lines.append)
+    assert meta.step == 2
+    assert any("step_00000006" in line and "expert_000.pt does not match its checksum" in line for line in lines)
+    assert any("step_00000004" in line and "mp_rank_00_model_states.pt has 100 bytes, 700 were written" in line
+               for line in lines)
+
+
+def test_starting_from_scratch_in_a_folder_with_checkpoints_says_why(tmp_path):
+    from vidprism_ds.train.checkpoint import choose_resume_tag
+
+    bad = _verified_tag(tmp_path, 2)
+    (bad / "mp_rank_00_model_states.pt").unlink()
+    _tag(tmp_path, 4, complete=False)
+    lines = []
+    assert choose_resume_tag(tmp_path, lines.append) is None
+    assert len(lines) == 1 and "starting from step 0" in lines[0]
+    assert "step_00000004: incomplete" in lines[0] and "mp_rank_00_model_states.pt is missing" in lines[0]
+
+
+def test_tags_written_before_checksums_existed_are_trusted(tmp_path):
+    from vidprism_ds.train.checkpoint import choose_resume_tag
+
+    _tag(tmp_path, 4)  # metadata without "files"
+    assert choose_resume_tag(tmp_path, print).step == 4
+
+
+@pytest.mark.slow
+def test_resaving_the_same_step_with_one_kept_tag_never_deletes_it(tmp_path):
+    from tests.parallel.harness import run_workers
+
+    result = run_workers("tests.train.workers:resave_same_step_killed", 1, root=str(tmp_path))[0]
+    assert result["tags_after_kill"] == ["step_00000003"]
+    assert result["verified_step"] == 3 and result["batches_in_epoch"] == 5

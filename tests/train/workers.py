@@ -117,3 +117,35 @@ def train_bf16_and_report(overrides: list[str], ds_config_path: str) -> dict:
     return {"losses": [h["total"] for h in result.history], "steps": [h["step"] for h in result.history],
             "terms": result.history[-1] if result.history else None, "eval": result.eval_metrics,
             "resumed_from": result.resumed_from, "export_dtypes": dtypes, "export_keys": len(state)}
+
+
+def resave_same_step_killed(root: str) -> dict:
+    """keep_checkpoints=1: save step 3, then save step 3 again (the epoch-end save) and die inside
+    DeepSpeed's save. The complete tag must survive and stay loadable."""
+    from pathlib import Path
+
+    import torch
+
+    from vidprism_ds.parallel import init_expert_parallel
+    from vidprism_ds.train.checkpoint import CheckpointManager, choose_resume_tag
+
+    class Engine:
+        module = torch.nn.Linear(2, 2)
+
+        def save_checkpoint(self, save_dir, tag, client_state, save_latest):
+            (Path(save_dir) / tag).mkdir(parents=True, exist_ok=True)
+            torch.save(self.module.state_dict(), Path(save_dir) / tag / "mp_rank_00_model_states.pt")
+
+    class Killed(Engine):
+        def save_checkpoint(self, *args, **kwargs):
+            raise KeyboardInterrupt("killed while saving")
+
+    manager = CheckpointManager(root, init_expert_parallel(1), keep=1, config={})
+    manager.save(Engine(), step=3, epoch=0, batches_in_epoch=3)
+    try:
+        manager.save(Killed(), step=3, epoch=0, batches_in_epoch=5)
+    except KeyboardInterrupt:
+        pass
+    meta = choose_resume_tag(manager.root, print)
+    return {"tags_after_kill": sorted(p.name for p in manager.root.iterdir() if p.name.startswith("step_")),
+            "verified_step": meta.step if meta else None, "batches_in_epoch": meta.batches_in_epoch if meta else None}

@@ -2,8 +2,9 @@
 
 Three sources are understood:
 
-* OpenAI's released ``ViT-*.pt`` files: TorchScript archives. They are opened with ``torch.jit.load``
-  on CPU only to read their state dict; the scripted model itself is thrown away.
+* OpenAI's released ``ViT-*.pt`` files: TorchScript archives. They are read as the zip files they are
+  (``vidprism_ds.model.torchscript_archive``: tensors and module attributes only), never with
+  ``torch.jit.load``, which runs an archive's code while loading.
 * Plain state dicts in OpenAI's or open_clip's layout (``torch.save`` files, optionally with the
   state dict under ``"state_dict"`` and with DDP ``"module."`` prefixes; also ``.safetensors``). They
   are read with ``torch.load(weights_only=True)`` so that a downloaded file can never run code.
@@ -25,7 +26,6 @@ import logging
 import math
 import os
 import pickle
-import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +34,8 @@ from typing import Union
 import torch
 from open_clip.model import resize_pos_embed
 from torch import nn
+
+from vidprism_ds.model.torchscript_archive import TorchScriptArchiveError, read_torchscript_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +73,10 @@ def is_torchscript_archive(path: PathLike) -> bool:
 
 
 def _read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    # torch.jit.load only deserialises TorchScript (no Python pickles are executed); it is used here
-    # for the weights alone, on CPU.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated" notices
-        scripted = torch.jit.load(str(path), map_location="cpu")
-    return {name: tensor.detach().clone() for name, tensor in scripted.state_dict().items()}
+    try:
+        return read_torchscript_state_dict(path)
+    except (TorchScriptArchiveError, zipfile.BadZipFile, KeyError) as error:
+        raise ClipWeightsError(f"{path}: not a readable TorchScript weights archive: {error}") from error
 
 
 def _read_plain_checkpoint(path: Path) -> object:

@@ -8,25 +8,31 @@ Layout under ``<output_dir>/checkpoints``::
     latest                    the newest complete tag, replaced atomically, written last
 
 A kill at any moment leaves either the previous ``latest`` or a newer complete tag; a tag without
-its metadata file is incomplete and never loaded. Resuming at the same world size and ``ep_size``
-restores everything (weights, optimizer, schedule, step, data position); at another topology the
-weights are loaded and optimizer state starts fresh (ZeRO partitions are laid out per rank).
+its metadata file is incomplete and never loaded. The metadata file records every file of the tag
+with its size and SHA-256; resume verifies them and falls back to the next older complete tag, saying
+which tag it skipped and why (a node killed while the filesystem flushed, a bad disk). A tag is never
+deleted before a newer one is complete, and saving the same step again (the epoch-end save after a
+``save_every_steps`` save) only rewrites the metadata: the state is the same. Resuming at the same world
+size and ``ep_size`` restores everything (weights, optimizer, schedule, step, data position); at another
+topology the weights are loaded and optimizer state starts fresh (ZeRO partitions are laid out per rank).
+Every checkpoint file is loaded without running code (``vidprism_ds.train.checkpoint_engine``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch.distributed as dist
 
 from vidprism_ds.parallel import ParallelContext
 from vidprism_ds.parallel.checkpoint import load_module_weights, save_expert_files
+from vidprism_ds.utils.files import atomic_write_text, translate_out_of_space
 
 META_FILE = "vidprism_meta.json"
 LATEST_FILE = "latest"
@@ -42,23 +48,49 @@ class CheckpointMeta:
     world_size: int
     ep_size: int
     config: dict
+    # every file of the tag (path relative to it) -> {"bytes", "sha256"}; empty in tags written before
+    # the integrity check existed (those are trusted as they are)
+    files: dict = field(default_factory=dict)
 
 
 def tag_for_step(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_meta(tag_dir: Path) -> Optional[CheckpointMeta]:
     try:
         return CheckpointMeta(**json.loads((tag_dir / META_FILE).read_text(encoding="utf-8")))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, UnicodeDecodeError):
         return None
+
+
+def _sha256(path: Path, chunk_bytes: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tag_file_records(tag_dir: Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file of a tag (the metadata file aside)."""
+    return {str(path.relative_to(tag_dir)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(tag_dir.rglob("*")) if path.is_file() and path.name != META_FILE}
+
+
+def verify_tag(tag_dir: Path, meta: CheckpointMeta) -> Optional[str]:
+    """None if every recorded file is there with its size and checksum, else what is wrong."""
+    for name, record in meta.files.items():
+        path = tag_dir / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            return f"{name} has {size} bytes, {record['bytes']} were written (truncated or overwritten)"
+    for name, record in meta.files.items():  # sizes first: cheap, and what a killed flush leaves
+        if _sha256(tag_dir / name) != record["sha256"]:
+            return f"{name} does not match its checksum (corrupt)"
+    return None
 
 
 def complete_tags(ckpt_root: Path) -> list[str]:
@@ -71,7 +103,7 @@ def complete_tags(ckpt_root: Path) -> list[str]:
 
 def newest_complete(ckpt_root: Path) -> Optional[CheckpointMeta]:
     """The tag ``latest`` names if it is complete, else the newest complete tag (a kill between the
-    metadata and the pointer leaves a newer complete tag than ``latest``)."""
+    metadata and the pointer leaves a newer complete tag than ``latest``). Not verified."""
     tags = complete_tags(ckpt_root)
     if not tags:
         return None
@@ -83,12 +115,38 @@ def newest_complete(ckpt_root: Path) -> Optional[CheckpointMeta]:
     return read_meta(ckpt_root / newest)
 
 
+def choose_resume_tag(ckpt_root: Path, log: Callable[[str], None]) -> Optional[CheckpointMeta]:
+    """The newest complete tag whose files verify; every tag passed over is logged with its reason, and
+    so is starting from scratch in a folder that holds checkpoints."""
+    if not ckpt_root.is_dir():
+        return None
+    candidates = sorted((p.name for p in ckpt_root.iterdir() if TAG_PATTERN.match(p.name)), reverse=True)
+    skipped = []
+    for tag in candidates:
+        meta = read_meta(ckpt_root / tag)
+        if meta is None:
+            skipped.append(f"{tag}: incomplete (no readable {META_FILE}; the run that wrote it was stopped)")
+            continue
+        problem = verify_tag(ckpt_root / tag, meta)
+        if problem is None:
+            for line in skipped:
+                log(f"resume: skipped checkpoint {line}")
+            return meta
+        skipped.append(f"{tag}: {problem}")
+    if skipped:
+        log(f"resume: no usable checkpoint under {ckpt_root}; starting from step 0. Passed over: "
+            + "; ".join(skipped))
+    return None
+
+
 class CheckpointManager:
-    def __init__(self, output_dir: str | Path, ctx: ParallelContext, keep: int, config: dict):
+    def __init__(self, output_dir: str | Path, ctx: ParallelContext, keep: int, config: dict,
+                 log: Callable[[str], None] = print):
         self.root = Path(output_dir) / "checkpoints"
         self.ctx = ctx
         self.keep = keep
         self.config = config
+        self.log = log
 
     def save(self, engine, step: int, epoch: int, batches_in_epoch: int) -> Path:
         """Collective: every rank calls it."""
@@ -96,28 +154,50 @@ class CheckpointManager:
         tag_dir = self.root / tag
         meta = CheckpointMeta(tag=tag, step=step, epoch=epoch, batches_in_epoch=batches_in_epoch,
                               world_size=self.ctx.world_size, ep_size=self.ctx.ep_size, config=self.config)
+        previous = read_meta(tag_dir)
+        if previous is not None and previous.world_size == self.ctx.world_size and previous.ep_size == self.ctx.ep_size:
+            # the same step saved again (epoch end after a save_every_steps save): same weights and
+            # optimizer state, so only the data position changes; the complete tag is never deleted
+            if self.ctx.rank == 0:
+                meta.files = previous.files
+                self._commit(tag_dir, meta)
+            dist.barrier()
+            return tag_dir
         if self.ctx.rank == 0 and tag_dir.exists():
             shutil.rmtree(tag_dir)  # a half-written tag of the same step from a killed run
         dist.barrier()
-        engine.save_checkpoint(str(self.root), tag=tag, client_state={"vidprism": asdict(meta)},
-                               save_latest=False)
-        save_expert_files(engine.module, self.ctx, tag_dir)
+        with translate_out_of_space(tag_dir):
+            engine.save_checkpoint(str(self.root), tag=tag, client_state={"vidprism": asdict(meta)},
+                                   save_latest=False)
+            save_expert_files(engine.module, self.ctx, tag_dir)
         dist.barrier()  # every rank's files are on disk before the tag is marked complete
         if self.ctx.rank == 0:
-            _write_atomically(tag_dir / META_FILE, json.dumps(asdict(meta), indent=1))
-            _write_atomically(self.root / LATEST_FILE, tag + "\n")
-            self._prune()
+            meta.files = tag_file_records(tag_dir)
+            self._commit(tag_dir, meta)
         dist.barrier()
         return tag_dir
 
+    def _commit(self, tag_dir: Path, meta: CheckpointMeta) -> None:
+        atomic_write_text(tag_dir / META_FILE, json.dumps(asdict(meta), indent=1))
+        atomic_write_text(self.root / LATEST_FILE, meta.tag + "\n")
+        self._prune()
+
     def _prune(self) -> None:
+        # only complete tags count, and the newest `keep` of them (the one just written included) stay
         tags = complete_tags(self.root)
         for old in tags[:-self.keep]:
             shutil.rmtree(self.root / old, ignore_errors=True)
 
+    def choose(self) -> Optional[CheckpointMeta]:
+        """Collective: rank 0 verifies the tags, every rank gets its choice."""
+        choice = [choose_resume_tag(self.root, self.log) if self.ctx.rank == 0 else None]
+        if self.ctx.world_size > 1:
+            dist.broadcast_object_list(choice, src=0)
+        return choice[0]
+
     def resume(self, engine) -> Optional[CheckpointMeta]:
-        """Load the newest complete checkpoint into ``engine``; None when there is none."""
-        meta = newest_complete(self.root)
+        """Load the newest verified checkpoint into ``engine``; None when there is none."""
+        meta = self.choose()
         if meta is None:
             return None
         same_topology = meta.world_size == self.ctx.world_size and meta.ep_size == self.ctx.ep_size
