@@ -32,13 +32,17 @@ from vidprism_ds.model.video_model import build_video_model
 from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
 from vidprism_ds.parallel.checkpoint import consolidated_state_dict
 from vidprism_ds.train import optim
-from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta
+from vidprism_ds.train import checkpoint_engine
+from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags
+from vidprism_ds.train.compile import compile_model
 from vidprism_ds.train.ds_config import resolve_ds_config, training_dtype
 from vidprism_ds.train.evaluate import EvalResult, evaluate, write_eval_report
 from vidprism_ds.train.launch import export_launch_env, resolve_launch
+from vidprism_ds.train.memory import report_and_check
 from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_train_line
 from vidprism_ds.train.signals import StopRequest
 from vidprism_ds.train.step_log import StepLossLog
+from vidprism_ds.utils.files import atomic_file, atomic_write_text
 
 
 @dataclass
@@ -57,6 +61,10 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         info = resolve_launch(os.environ)
         export_launch_env(info)
+        if torch.cuda.is_available():
+            # before the group exists: NCCL binds its communicator (and barrier()) to the current device,
+            # and otherwise guesses it from the global rank (seen on the H200 run: "Guessing device ID")
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -136,14 +144,28 @@ class Trainer:
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps) if self.total_steps else cfg.train.max_steps
 
+        self.ds_config = resolve_ds_config(ds_config, cfg, self.world_size, self.on_gpu, self.has_experts)
+        # before DeepSpeed allocates anything: a configuration that cannot fit fails here, naming the knob
+        self.memory_estimate = None
+        if not cfg.train.eval_only:
+            self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.world_size,
+                                                    self.ctx.ep_size, self.device, self.dtype, log=self.log_line)
+        if cfg.train.compile:
+            compile_model(self.model)  # in place and lazy: traced at the first forward
+
         groups = optim.param_groups(self.model, cfg.optim)
         optimizer = optim.build_optimizer(groups, cfg.optim, cpu_offload=optim.uses_cpu_offload(ds_config))
         scheduler = optim.build_scheduler(optimizer, cfg.optim, max(1, self.total_steps))
-        self.ds_config = resolve_ds_config(ds_config, cfg, self.world_size, self.on_gpu, self.has_experts)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
-        self.checkpoints = CheckpointManager(self.output_dir, self.ctx, cfg.train.keep_checkpoints, to_dict(cfg))
+        checkpoint_engine.install(self.engine)  # checkpoint files are loaded with weights_only=True
+        self.checkpoints = CheckpointManager(self.output_dir, self.ctx, cfg.train.keep_checkpoints, to_dict(cfg),
+                                             log=self.log_line)
         self.reporter = Reporter(cfg.logging, self.output_dir, self.rank, to_dict(cfg), self.output_dir.name)
+
+    def log_line(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
 
     def _text_embeddings(self, clip_model, class_names: list[str]) -> torch.Tensor:
         key = backbone_identity(self.cfg.model.backbone, seed=self.cfg.train.seed)
@@ -157,6 +179,9 @@ class Trainer:
     def _resume(self) -> tuple[int, int, int, Optional[int]]:
         """(step, epoch, batches to skip in that epoch, resumed step or None)."""
         if not self.cfg.train.resume:
+            if complete_tags(self.checkpoints.root):
+                self.log_line(f"train.resume=false: starting from step 0 although {self.checkpoints.root} holds "
+                              "checkpoints (they are kept until newer ones replace them)")
             return 0, 0, 0, None
         meta: Optional[CheckpointMeta] = self.checkpoints.resume(self.engine)
         if meta is None:
@@ -311,10 +336,11 @@ class Trainer:
         if self.rank != 0:
             return None
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path)
+        # atomic: a full disk or a kill leaves the previous export (or none), never a truncated file
+        with atomic_file(path) as handle:
+            torch.save(state, handle)
         from vidprism_ds.config.io import dump_yaml
-        dump_yaml(self.cfg, path.with_suffix(".yaml"))
+        atomic_write_text(path.with_suffix(".yaml"), dump_yaml(self.cfg))
         return path
 
 
