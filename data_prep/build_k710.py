@@ -5,8 +5,9 @@
         --video-root /data/kinetics --out-dir lists/k710
 
 Writes k710_train.txt and k710_val.txt (``relative/path label``, paths relative to --video-root),
-k710_missing.tsv and k710_summary.json under --out-dir, and prints the counts. The rules are in
-vidprism_ds/recipes/kinetics.py and docs/recipes.md.
+k710_missing.tsv and k710_summary.json under --out-dir, and prints the counts, the list sizes beside the
+published K710 sizes, and warnings (annotation files skipped, classes left without a video). The rules
+are in vidprism_ds/recipes/kinetics.py and docs/recipes.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for dataset in KINETICS_SUBSETS:
         parser.add_argument(f"--{dataset}", nargs="+", required=True, metavar="CSV_OR_DIR",
-                            help=f"{dataset} annotation CSV files, or folders whose *.csv are read (train, validate, test)")
+                            help=f"{dataset} annotation CSV files, or folders whose *.csv (and *.txt with a CSV "
+                                 "header, preferred over a .csv of the same name) are read (train, validate, test)")
     parser.add_argument("--video-root", required=True, help="folder the list paths are relative to")
     parser.add_argument("--out-dir", required=True, help="where the lists, missing list and summary JSON go")
     parser.add_argument("--layout", default="auto",

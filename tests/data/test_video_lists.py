@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from vidprism_ds.data.video_lists import VideoListError, read_video_list, ssv2_class_name
+from vidprism_ds.data.video_lists import VideoListError, read_video_list, repeated_paths, ssv2_class_name
 
 
 def test_two_column_list_keeps_spaces_in_paths(tmp_path):
@@ -102,3 +102,27 @@ def test_ssv2_json_must_be_a_list_of_objects(tmp_path):
     (tmp_path / "bad.json").write_text('{"id": 1}')
     with pytest.raises(VideoListError, match="JSON list"):
         read_video_list(tmp_path / "bad.json", tmp_path)
+
+
+BOM = "\ufeff"  # what spreadsheets and Windows editors put before the first byte of a UTF-8 file
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("list.txt", "a.mp4 1\nb.mp4 0\n", [("a.mp4", 1, None), ("b.mp4", 0, None)]),
+    ("k.csv", "label,youtube_id,time_start,time_end,split\nair drumming,abc,10,20,train\n",
+     [("abc_000010_000020", 1, "no video file named abc_000010_000020.* or abc.*")]),
+    ("s.json", json.dumps([{"id": "7", "template": "Bending [something] so that it deforms"}]), [("7", 0, None)]),
+])
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name, text, expected):
+    (tmp_path / name).write_text(BOM + text, encoding="utf-8")
+    classes = ["Bending something so that it deforms", "air drumming"] if name != "list.txt" else None
+    entries, _ = read_video_list(tmp_path / name, tmp_path, class_names=classes)
+    found = [(e.video_id, e.label, e.problem and e.problem.split(" under ")[0]) for e in entries]
+    assert found == expected
+
+
+def test_repeated_paths_are_found_with_their_lines(tmp_path):
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 1\n./a.mp4 2\nc.mp4 0\na.mp4 0\nc.mp4 5\nb.mp4 9\n")
+    entries, _ = read_video_list(tmp_path / "list.txt", tmp_path, class_names=["x", "y", "z"])
+    # "./a.mp4" is the same file as "a.mp4"; the rows with a label out of range are skipped anyway
+    assert repeated_paths(entries) == {str(tmp_path / "a.mp4"): [1, 3, 5]}

@@ -79,3 +79,27 @@ def test_bad_input_exits_non_zero_with_one_line(repo_root, scenario, tmp_path):
     absent = run_cli(repo_root, *scenario_args(folders, tmp_path / "no_such_root", tmp_path / "out"))
     assert absent.returncode == 2 and "is not a folder" in absent.stderr
     assert not (tmp_path / "out").exists()  # nothing written on failure
+
+
+def test_totals_beside_the_published_sizes_and_empty_classes(repo_root, scenario, tmp_path):
+    folders, root = scenario
+    out = tmp_path / "out"
+    done = run_cli(repo_root, *scenario_args(folders, root, out))
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    assert f"train: 9 videos (published K710 train: 658,340; 0.0% of it) -> {out / 'k710_train.txt'}" in printed
+    assert f"val: 4 videos (published K710 val: 66,803; 0.0% of it) -> {out / 'k710_val.txt'}" in printed
+    assert any(line.startswith("warning: train leaves 704 of 710 K710 classes without a video") for line in printed)
+    summary = json.loads((out / "k710_summary.json").read_text())
+    assert summary["published"] == {"train": 658340, "val": 66803}
+    assert (len(summary["empty_classes"]["train"]), len(summary["empty_classes"]["val"])) == (704, 708)
+    assert 0 not in summary["empty_classes"]["val"] and 2 in summary["empty_classes"]["val"]
+
+
+def test_a_byte_order_mark_does_not_hide_the_label_column(repo_root, scenario, tmp_path):
+    folders, root = scenario
+    csv_path = folders["k600"] / "validate.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # Excel's "CSV UTF-8"
+    done = run_cli(repo_root, *scenario_args(folders, root, tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert any(line.split() == ["val", "k600", "2", "2", "0", "0", "0", "0"] for line in done.stdout.splitlines())

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from vidprism_ds.recipes.errors import RecipeError
-from vidprism_ds.recipes.kinetics import DatasetLabels, build_k710_lists
-from vidprism_ds.recipes.labels import k710_index_map, packaged_label_list
+from vidprism_ds.recipes.k710_report import format_summary
+from vidprism_ds.recipes.kinetics import DatasetLabels, build_k710_lists, empty_classes
+from vidprism_ds.recipes.labels import K710_CLASSES, k710_index_map, packaged_label_list
 
 YOUTUBE_ID = re.compile(r"(yt_[A-Z0-9]+)")
 
@@ -156,3 +157,73 @@ def test_missing_test_set_is_warned(tmp_path, scenario_module):
     assert any("k700: no test rows" in w for w in result.warnings)
     # Without the K700 test CSV, nothing marks yt_A5 as an evaluation video: it stays in training.
     assert _by_id(result.train)["yt_A5"] == ("k400", 0)
+
+
+def test_csvs_saved_with_a_byte_order_mark_read_the_same(scenario, scenario_module):
+    folders, root = scenario
+    for folder in folders.values():
+        for csv_path in folder.glob("*.csv"):  # a spreadsheet's "CSV UTF-8" puts a mark before the header
+            csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    result = build_k710_lists(folders, root)
+    assert result.counts == scenario_module.EXPECTED_COUNTS
+    assert _by_id(result.val) == scenario_module.EXPECTED_VAL
+
+
+def _drop_last_row(csv_path):
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:-1]))
+
+
+@pytest.mark.parametrize("keep_incomplete_csvs", [True, False])
+def test_k600_txt_annotations_are_read_and_win_over_the_incomplete_csvs(scenario, scenario_module,
+                                                                       keep_incomplete_csvs):
+    # CVDF's K600 download: complete train.txt/val.txt (CSV text) and, beside them, train.csv/val.csv
+    # that miss rows (cvdfoundation/kinetics-dataset#33); its own script fetches only the .txt files.
+    folders, root = scenario
+    k600 = folders["k600"]
+    for split in ("train", "validate"):
+        (k600 / f"{split}.txt").write_text((k600 / f"{split}.csv").read_text())
+        if keep_incomplete_csvs:
+            _drop_last_row(k600 / f"{split}.csv")  # yt_B3 (train) and yt_V2 (val) only in the .txt
+        else:
+            (k600 / f"{split}.csv").unlink()
+    (k600 / "readme.txt").write_text("Kinetics-600\nsee the website\n")
+
+    result = build_k710_lists(folders, root)
+    assert result.counts == scenario_module.EXPECTED_COUNTS
+    assert _by_id(result.val) == scenario_module.EXPECTED_VAL
+    notes = [w for w in result.warnings if w.startswith("k600:")]
+    assert f"k600: {k600 / 'readme.txt'} not read: not an annotation table" in notes[0]
+    if keep_incomplete_csvs:
+        assert notes[1:] == [f"k600: read {k600 / 'train.txt'}, not train.csv beside it (a .txt next to a .csv "
+                             "of the same name is taken as the complete one: CVDF's K600 train/val .csv files "
+                             "are incomplete)", notes[2]]
+        assert notes[2].startswith(f"k600: read {k600 / 'validate.txt'}, not validate.csv beside it")
+    else:
+        assert len(notes) == 1
+
+
+def test_a_folder_without_annotation_files_names_what_it_looks_for(scenario, tmp_path):
+    folders, root = scenario
+    empty = tmp_path / "k600_empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("nothing here\n")
+    with pytest.raises(RecipeError, match=r"k600: folder .*k600_empty holds no annotation file \(\*\.csv, or \*\.txt"):
+        build_k710_lists({**folders, "k600": empty}, root)
+
+
+def test_classes_left_without_a_video_are_reported(scenario, scenario_module):
+    folders, root = scenario
+    result = build_k710_lists(folders, root)
+    val_classes = {label for _, label in scenario_module.EXPECTED_VAL.values()}
+    assert val_classes == {0, 1}
+    assert result.empty_classes["val"] == [row for row in range(K710_CLASSES) if row not in val_classes]
+    assert len(result.empty_classes["train"]) == K710_CLASSES - 6  # rows 0, 5, 12, 209, 357, 661
+    assert empty_classes([(f"v{row}.mp4", row) for row in range(K710_CLASSES)]) == []
+
+    printed = format_summary(result, {name: f"out/{name}" for name in ("train", "val", "missing", "summary")})
+    names = packaged_label_list("k710")
+    assert (f"warning: val leaves 708 of 710 K710 classes without a video (2 {names[2]!r}, 3 {names[3]!r}, "
+            f"4 {names[4]!r}, ...; all in the summary JSON, empty_classes)") in printed.splitlines()
+    assert "train: 9 videos (published K710 train: 658,340; 0.0% of it) -> out/train" in printed.splitlines()
+    assert "val: 4 videos (published K710 val: 66,803; 0.0% of it) -> out/val" in printed.splitlines()

@@ -33,3 +33,9 @@ def test_round_trip_and_bad_rows(tmp_path):
         path.write_text(bad)
         with pytest.raises(RecipeError, match=r"list\.txt:1: expected 'relative/path label'"):
             read_list(path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("\ufeffa/clip.mp4 3\nb.mp4 0\n", encoding="utf-8")  # as a spreadsheet saves it
+    assert [(r.body, r.label) for r in read_list(path)] == [("a/clip.mp4", 3), ("b.mp4", 0)]

@@ -22,7 +22,8 @@ Formats (``list_format``):
 Rows that cannot be used (unknown class name, label out of range, no file found) are kept as entries
 with ``problem`` set, so that every row keeps its position (shard assignment depends on it) and the
 sharder can report it as skipped. A malformed list (bad syntax) raises ``VideoListError`` naming the
-file and line.
+file and line. Lists are UTF-8; a leading byte-order mark (spreadsheet exports) is dropped. A path
+listed twice stays two rows (``repeated_paths`` finds them, so the sharder can warn).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
+
+# Lists saved by spreadsheets and Windows editors start with a UTF-8 byte-order mark; plain "utf-8"
+# would keep it as part of the first header name or path ("\ufefflabel"), so every reader of a list,
+# CSV or JSON uses "utf-8-sig", which drops a leading mark and is plain UTF-8 otherwise.
+LIST_ENCODING = "utf-8-sig"
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv", ".wmv")
 LIST_FORMATS = ("auto", "path_label", "path_frames_label", "kinetics_csv", "ssv2_json")
@@ -106,12 +112,22 @@ def _parse_text_line(line: str, list_format: str, where: str) -> tuple[str, int]
 
 def _read_text_list(list_path: Path, root: Path, list_format: str, num_classes: Optional[int]) -> list[VideoEntry]:
     entries = []
-    text = list_path.read_text(encoding="utf-8")
+    text = list_path.read_text(encoding=LIST_ENCODING)
     for line_no, line in list_rows(text):
         rel, label = _parse_text_line(line, list_format, f"{list_path}:{line_no}")
         entries.append(VideoEntry(path=str(root / rel), label=label, video_id=rel, line=line_no,
                                   problem=_label_problem(label, num_classes)))
     return entries
+
+
+def repeated_paths(entries: Sequence[VideoEntry]) -> dict[str, list[int]]:
+    """Path -> list lines of every usable path listed more than once, in first-listed order. Rows with
+    a ``problem`` are left out: they are skipped anyway, so a repeat of one costs nothing."""
+    lines: dict[str, list[int]] = defaultdict(list)
+    for entry in entries:
+        if entry.problem is None:
+            lines[os.path.normpath(entry.path)].append(entry.line)
+    return {path: found for path, found in lines.items() if len(found) > 1}
 
 
 def _index_video_tree(root: Path) -> dict[str, list[str]]:
@@ -142,7 +158,7 @@ def _label_ids(class_names: Optional[Sequence[str]], names_in_list: list[str]) -
 
 
 def _read_kinetics_csv(list_path: Path, root: Path, class_names: Optional[Sequence[str]]) -> tuple[list[VideoEntry], list[str]]:
-    with list_path.open(newline="", encoding="utf-8") as handle:
+    with list_path.open(newline="", encoding=LIST_ENCODING) as handle:
         rows = list(csv.reader(handle))
     if not rows:
         raise VideoListError(f"{list_path}: empty CSV")
@@ -185,7 +201,7 @@ def ssv2_class_name(template: str) -> str:
 
 def _read_ssv2_json(list_path: Path, root: Path, class_names: Optional[Sequence[str]]) -> tuple[list[VideoEntry], list[str]]:
     try:
-        items = json.loads(list_path.read_text(encoding="utf-8"))
+        items = json.loads(list_path.read_text(encoding=LIST_ENCODING))
     except json.JSONDecodeError as err:
         raise VideoListError(f"{list_path}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):

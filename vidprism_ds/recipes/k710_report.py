@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 from vidprism_ds.recipes.kinetics import COUNTERS, OUTPUT_SPLITS, K710Lists
+from vidprism_ds.recipes.labels import K710_CLASSES, packaged_label_list
 from vidprism_ds.recipes.listfile import write_list
+
+# Sizes of the published K710 lists (the k710 train/val lists released with VideoMAE V2, docs/DATASET.md).
+# Printed beside ours so that a build missing a large share of videos is obvious at a glance; ours are
+# expected to be somewhat smaller, since some YouTube videos can no longer be downloaded.
+PUBLISHED_SIZES = {"train": 658_340, "val": 66_803}
+EMPTY_CLASSES_SHOWN = 3  # class names quoted in the warning; the summary JSON lists them all
 
 OUTPUT_NAMES = {
     "train": "k710_train.txt",
@@ -34,6 +41,8 @@ def summary_dict(result: K710Lists, video_root: str, outputs: dict[str, str]) ->
         "conflicts": result.conflicts,
         "unknown_labels": result.unknown_labels,
         "warnings": result.warnings,
+        "empty_classes": result.empty_classes,
+        "published": PUBLISHED_SIZES,
         "outputs": outputs,
     }
 
@@ -71,8 +80,27 @@ def format_summary(result: K710Lists, outputs: dict[str, str]) -> str:
         skipped = sum(sum(names.values()) for names in result.unknown_labels.values())
         lines.append(f"skipped {skipped} rows with labels not in their dataset's list (--lenient); listed in the summary JSON")
     lines.extend(f"warning: {w}" for w in result.warnings)
-    lines.append(f"train: {len(result.train)} videos -> {outputs['train']}")
-    lines.append(f"val: {len(result.val)} videos -> {outputs['val']}")
+    lines.extend(_empty_class_warnings(result))
+    for split in OUTPUT_SPLITS:
+        lines.append(f"{split}: {_size_beside_published(split, len(getattr(result, split)))} -> {outputs[split]}")
     lines.append(f"missing: {len(result.missing)} videos -> {outputs['missing']}")
     lines.append(f"summary -> {outputs['summary']}")
     return "\n".join(lines)
+
+
+def _size_beside_published(split: str, written: int) -> str:
+    published = PUBLISHED_SIZES[split]
+    return f"{written:,} videos (published K710 {split}: {published:,}; {100 * written / published:.1f}% of it)"
+
+
+def _empty_class_warnings(result: K710Lists) -> list[str]:
+    names = packaged_label_list("k710")
+    lines = []
+    for split in OUTPUT_SPLITS:
+        empty = result.empty_classes.get(split, [])
+        if empty:
+            shown = ", ".join(f"{row} {names[row]!r}" for row in empty[:EMPTY_CLASSES_SHOWN])
+            more = ", ..." if len(empty) > EMPTY_CLASSES_SHOWN else ""
+            lines.append(f"warning: {split} leaves {len(empty)} of {K710_CLASSES} K710 classes without a video "
+                         f"({shown}{more}; all in the summary JSON, empty_classes)")
+    return lines

@@ -11,7 +11,9 @@ Rules (docs/recipes.md explains the choices):
   precedence (default K700 > K600 > K400: the newer release carries the revised label), then by
   input order; the first row whose video is on disk supplies path and label, the rest are duplicates.
   Rows of one id whose K710 labels disagree are reported as conflicts;
-- an id with no copy on disk is reported missing (under its first-ranked row) and left out.
+- an id with no copy on disk is reported missing (under its first-ranked row) and left out;
+- K710 classes that end up with no video in a list are reported (``empty_classes``): a class missing
+  from val cannot be evaluated and one missing from train cannot be learnt, which a total alone hides.
 
 Every row of a split is counted exactly once per dataset:
 ``rows = kept + duplicates + leaks + missing + unknown_label``.
@@ -26,7 +28,7 @@ from typing import Mapping, Optional, Sequence
 
 from vidprism_ds.recipes.errors import RecipeError
 from vidprism_ds.recipes.kinetics_csv import AnnotationRow, read_dataset_annotations
-from vidprism_ds.recipes.labels import KINETICS_SUBSETS, k710_index_map, packaged_label_list
+from vidprism_ds.recipes.labels import K710_CLASSES, KINETICS_SUBSETS, k710_index_map, packaged_label_list
 from vidprism_ds.recipes.layouts import AUTO, LAYOUT_PRESETS, detect_layout, relative_video_path, resolve_template
 
 DEFAULT_PRECEDENCE = ("k700", "k600", "k400")
@@ -85,7 +87,8 @@ class K710Lists:
     layouts: dict[str, dict]  # dataset -> {"layout", "template", "subdir", "detect_hits"}
     precedence: tuple[str, ...]
     eval_ids: int  # distinct ids in any val/test set
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the input: annotation files, test sets
+    empty_classes: dict[str, list[int]] = field(default_factory=dict)  # split -> K710 rows with no video
 
 
 def _as_list(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -173,9 +176,10 @@ def build_k710_lists(annotations: Mapping[str, str | Path | Sequence[str | Path]
     subdirs = {d: (subdirs or {}).get(d, d) for d in KINETICS_SUBSETS}
     rank = {dataset: i for i, dataset in enumerate(precedence)}
 
-    rows = {d: read_dataset_annotations(_as_list(annotations[d]), d) for d in KINETICS_SUBSETS}
-    warnings = [f"{d}: no test rows given; ids of the {d} test set cannot be removed from training"
-                for d in KINETICS_SUBSETS if not any(r.split == "test" for r in rows[d])]
+    warnings: list[str] = []  # files a folder held but that were not read come first
+    rows = {d: read_dataset_annotations(_as_list(annotations[d]), d, warnings) for d in KINETICS_SUBSETS}
+    warnings += [f"{d}: no test rows given; ids of the {d} test set cannot be removed from training"
+                 for d in KINETICS_SUBSETS if not any(r.split == "test" for r in rows[d])]
     eval_ids = {r.youtube_id for d in KINETICS_SUBSETS for r in rows[d] if r.split in ("val", "test")}
 
     counts = {s: {d: dict.fromkeys(COUNTERS, 0) for d in KINETICS_SUBSETS} for s in OUTPUT_SPLITS}
@@ -207,7 +211,13 @@ def build_k710_lists(annotations: Mapping[str, str | Path | Sequence[str | Path]
     _check_invariants(lists, counts, eval_ids, rows, layouts)
     return K710Lists(train=lists["train"], val=lists["val"], missing=missing, conflicts=conflicts,
                      unknown_labels=unknown_labels, counts=counts, layouts=layouts, precedence=precedence,
-                     eval_ids=len(eval_ids), warnings=warnings)
+                     eval_ids=len(eval_ids), warnings=warnings,
+                     empty_classes={split: empty_classes(lists[split]) for split in OUTPUT_SPLITS})
+
+
+def empty_classes(rows: Sequence[tuple[str, int]]) -> list[int]:
+    """The K710 rows (0..709) that no ``(path, label)`` row of a list uses, ascending."""
+    return sorted(set(range(K710_CLASSES)) - {label for _, label in rows})
 
 
 def _check_invariants(lists, counts, eval_ids, rows, layouts) -> None:

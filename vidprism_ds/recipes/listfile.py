@@ -4,7 +4,8 @@ Paths may contain spaces, so the label is the last whitespace-separated token an
 it is kept verbatim (for an mmaction-style ``path num_frames label`` line that is ``path num_frames``;
 the recipes here only read and rewrite the label, so both formats pass through unchanged). What a row
 is (blank lines and ``#`` comments are not) and how its label is split off come from the data
-loader's reader, ``vidprism_ds.data.video_lists``, so the two always agree.
+loader's reader, ``vidprism_ds.data.video_lists``, so the two always agree (its encoding too: a
+leading byte-order mark is dropped).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from vidprism_ds.data.video_lists import list_rows, split_trailing_label
+from vidprism_ds.data.video_lists import LIST_ENCODING, list_rows, split_trailing_label
 from vidprism_ds.recipes.errors import RecipeError
 
 
@@ -29,7 +30,7 @@ def read_list(path: str | Path) -> list[ListLine]:
     if not path.is_file():
         raise RecipeError(f"{path}: list file not found")
     lines = []
-    for line_no, text in list_rows(path.read_text(encoding="utf-8")):
+    for line_no, text in list_rows(path.read_text(encoding=LIST_ENCODING)):
         split = split_trailing_label(text)
         if split is None or split[1] < 0:
             raise RecipeError(f"{path}:{line_no}: expected 'relative/path label' (label a non-negative integer), got {text!r}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from vidprism_ds.data.video_lists import LIST_ENCODING
 from vidprism_ds.recipes.errors import RecipeError
 from vidprism_ds.recipes.labels import KINETICS_SUBSETS, K710_CLASSES, PACKAGED_LISTS, k710_index_map, packaged_label_list
 from vidprism_ds.recipes.listfile import ListLine, read_list, write_list
@@ -163,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         selection = zero_shot_classes(args.source, args.target, args.exclude)
         if args.only:
-            only = [n.strip() for n in Path(args.only).read_text(encoding="utf-8").splitlines() if n.strip()]
+            only = [n.strip() for n in Path(args.only).read_text(encoding=LIST_ENCODING).splitlines() if n.strip()]
             selection = restrict_to_names(selection, only)
         print(f"{args.target}: evaluating {len(selection.kept)} classes, {len(selection.excluded)} excluded "
               f"as overlapping {args.source} (rule: {selection.rule})")

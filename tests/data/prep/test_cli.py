@@ -181,3 +181,60 @@ def test_the_script_itself_reports_usage_errors(tmp_path, helpers):
     result = helpers.run_shard_cli("--root", str(tmp_path / "x"), "--list", "l.txt", "--out", str(tmp_path / "o"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"shard.py: error: --root {tmp_path / 'x'}: not a directory"]
+
+
+def test_repeated_rows_are_written_with_one_warning_and_a_link_loop_is_named(tmp_path, helpers):
+    rows = helpers.write_synthetic_videos(tmp_path, 3)
+    os.symlink("loop_b.mp4", tmp_path / "loop_a.mp4")
+    os.symlink("loop_a.mp4", tmp_path / "loop_b.mp4")
+    listed = rows + [rows[0], ("loop_a.mp4", 0), rows[1], rows[0]]
+    helpers.write_list(tmp_path / "list.txt", listed)
+    result = helpers.run_shard_cli("--root", str(tmp_path), "--list", str(tmp_path / "list.txt"), "--out",
+                                   str(tmp_path / "out"), "--workers", "1", "--dataset", "synthetic")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"shard.py: warning: 3 list rows repeat a path listed earlier, written again as a sample "
+                        f"of its own: {tmp_path / rows[0][0]} (lines 1, 4, 7); {tmp_path / rows[1][0]} (lines 2, 6)"]
+    # every row keeps its place: the repeats are samples of their own, the loop is skipped and named
+    assert "wrote 6 of 7 videos" in result.stdout
+    assert "1 symlink loop (too many levels of symbolic links)" in result.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(s["line"], s["reason"]) for s in manifest["skipped"]] == [
+        (5, "symlink loop (too many levels of symbolic links)")]
+
+
+def _unwritable_out(tmp_path, case):
+    """(--out, the error line's tail) for an --out that cannot be created or written."""
+    if case == "under a file":
+        (tmp_path / "a_file").write_text("x")
+        out = tmp_path / "a_file" / "shards"
+        return out, f"--out {out}: cannot create it, {tmp_path / 'a_file'} is not a directory"
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
+    try:
+        (read_only / "probe").touch()
+        writable = True
+    except PermissionError:
+        writable = False
+    if writable:
+        pytest.skip("this user writes into read-only folders (root with CAP_DAC_OVERRIDE)")
+    if case == "in a read-only folder":
+        out = read_only / "shards"
+        return out, f"--out {out}: cannot create it in {read_only} (Permission denied)"
+    return read_only, f"--out {read_only}: cannot write in it (Permission denied)"
+
+
+@pytest.mark.parametrize("case", ["under a file", "in a read-only folder", "a read-only folder"])
+def test_unwritable_out_is_one_line_before_any_worker_starts(tmp_path, capsys, helpers, monkeypatch, case):
+    rows = helpers.write_synthetic_videos(tmp_path, 1)
+    helpers.write_list(tmp_path / "list.txt", rows)
+    out, message = _unwritable_out(tmp_path, case)
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("a decoder worker was started")
+
+    monkeypatch.setattr("vidprism_ds.data.prep.run.IsolatedProcessPool", no_workers)
+    code, err = _run_main(capsys, "--root", str(tmp_path), "--list", str(tmp_path / "list.txt"), "--out", str(out),
+                          "--dataset", "synthetic", "--no-progress")
+    assert (code, err) == (2, f"shard.py: error: {message}")
+    assert not (out / "reports").exists()

@@ -2,8 +2,8 @@
 
 Exit status: 0 when every video that could be decoded was written (skipped videos are listed in the
 manifest and the summary); 2 with a one-line ``shard.py: error: ...`` for bad arguments, an unreadable
-list, an output directory made with other settings, or a run in which not a single video could be
-written (almost always a wrong --root).
+list, an --out that cannot be created or written, an output directory made with other settings, or a
+run in which not a single video could be written (almost always a wrong --root).
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ import argparse
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 from vidprism_ds.data.prep.encode import FrameSettings
 from vidprism_ds.data.prep.run import SettingsMismatch, ShardJob, run_sharding
 from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, load_class_names
-from vidprism_ds.data.video_lists import LIST_FORMATS, VideoListError, detect_list_format, read_video_list
+from vidprism_ds.data.video_lists import (LIST_FORMATS, VideoEntry, VideoListError, detect_list_format,
+                                          read_video_list, repeated_paths)
 
 PROG = "shard.py"
+REPEATS_SHOWN = 3  # repeated paths named in the warning; the count covers all of them
 
 
 class UsageError(ValueError):
@@ -74,6 +77,41 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(message)
 
 
+def _check_out_writable(out: Path) -> None:
+    """Refuse an --out that cannot be created or written now, in one line, before the list is read
+    or a worker started (otherwise the first mkdir or shard write dies with a traceback). Writing a
+    throw-away file is the only reliable test: permission bits say nothing for root, ACLs or read-only
+    mounts. Nothing is left behind: the probe goes in --out, or in its nearest existing parent, and
+    vanishes when closed."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: cannot create it, {existing} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass  # creating the file was the test
+    except OSError as err:
+        where = "cannot write in it" if existing == out else f"cannot create it in {existing}"
+        raise UsageError(f"--out {out}: {where} ({err.strerror or err})") from None
+
+
+def warn_repeated_paths(entries: list[VideoEntry]) -> None:
+    """One stderr line when the list names a video more than once. Every row is still written as its
+    own sample (its list position is its key and decides its shard, and a repeat may be deliberate
+    oversampling); the warning is there because a repeat in an evaluation list counts that video twice."""
+    repeats = repeated_paths(entries)
+    if not repeats:
+        return
+    extra_rows = sum(len(lines) - 1 for lines in repeats.values())
+    shown = "; ".join(f"{path} (lines {', '.join(map(str, lines))})"
+                      for path, lines in list(repeats.items())[:REPEATS_SHOWN])
+    more = f"; and {len(repeats) - REPEATS_SHOWN} more paths" if len(repeats) > REPEATS_SHOWN else ""
+    rows = "1 list row repeats" if extra_rows == 1 else f"{extra_rows} list rows repeat"
+    print(f"{PROG}: warning: {rows} a path listed earlier, written again as a sample of its own: "
+          f"{shown}{more}", file=sys.stderr)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -84,6 +122,7 @@ def _sha256(path: Path) -> str:
 
 def build_job(args: argparse.Namespace) -> ShardJob:
     _check_arguments(args)
+    _check_out_writable(Path(args.out))
     class_names = None
     if args.labels or args.dataset != CUSTOM:
         try:
@@ -94,6 +133,7 @@ def build_job(args: argparse.Namespace) -> ShardJob:
     entries, classes = read_video_list(list_path, args.root, args.list_format, class_names)
     if not entries:
         raise UsageError(f"--list {list_path}: no videos listed")
+    warn_repeated_paths(entries)
     num_classes = len(classes) if classes else 1 + max(e.label for e in entries)
     list_format = args.list_format if args.list_format != "auto" else detect_list_format(list_path)
     source = {"list": str(list_path.resolve()), "list_format": list_format, "sha256": _sha256(list_path),
