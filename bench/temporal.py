@@ -151,7 +151,9 @@ def run_config(settings: BenchSettings, data: PreparedData, variant: str, seed: 
     from vidprism_ds.config import load_config
 
     overrides = settings.base_overrides() + VARIANTS[variant][0] + [
-        "data.dataset=custom", f"data.labels={data.labels}", f"data.train_shards={data.train_shards}",
+        # custom datasets must choose: these classes include left/right, so never flip
+        "data.dataset=custom", "data.hflip=false", f"data.labels={data.labels}",
+        f"data.train_shards={data.train_shards}",
         f"data.val_shards={data.val_shards}", f"train.seed={seed}", f"train.output_dir={out_dir}",
         f"model.text_cache_dir={out_dir.parent / 'text_cache'}"]
     return load_config(None, overrides)

@@ -2,7 +2,9 @@
 
 Everything that turns untyped data (YAML, ``--set key=value``) into the typed tree goes through
 ``_coerce``, so a wrong key or type fails the same way wherever it comes from: a ``ConfigError``
-whose message starts with the dotted key.
+whose message starts with the dotted key. Text that is not YAML at all fails as a ``ConfigError`` too,
+one line with the position (``FILE:LINE:COL: problem`` for a file), so train.py never shows a parser
+traceback.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a YAML integer with hundreds of digits
+            raise ConfigError(f"{key}: an integer of {len(str(value))} digits is too large for a number") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -97,12 +102,41 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _mark(mark: Any) -> str:
+    return f"{mark.line + 1}:{mark.column + 1}"  # PyYAML counts from 0, editors from 1
+
+
+def _yaml_problem(err: yaml.YAMLError) -> tuple[str, str]:
+    """``(position, problem)`` of a PyYAML error as one line each; position is ``LINE:COL`` or ``""``."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return "", _one_line(err)  # e.g. a ReaderError (a control character): no line/column
+    position = _mark(err.problem_mark)
+    problem = _one_line(err.problem or "")
+    if err.context:
+        # the context's own position helps only where it differs ("while scanning a quoted scalar" at 2:8)
+        at = _mark(err.context_mark) if err.context_mark is not None else position
+        problem += f" ({_one_line(err.context)}{'' if at == position else ' at ' + at})"
+    if "'\\t'" in problem:  # PyYAML writes the tab as its repr
+        problem += "; YAML indents with spaces, not tabs"
+    return position, problem
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open() as f:
-        data = yaml.safe_load(f)
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        position, problem = _yaml_problem(err)
+        raise ConfigError(f"{path}:{position}: {problem}" if position else f"{path}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:  # unreadable, or not a text file
+        raise ConfigError(f"{path}: cannot read it as a UTF-8 YAML file ({_one_line(err)})") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data or {}
@@ -134,7 +168,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key, ""
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        position, problem = _yaml_problem(err)
+        at = f" at {position}" if position else ""
+        raise ConfigError(f"{key}: the value of --set {text!r} is not valid YAML{at}: {problem}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -1,8 +1,10 @@
 """The experiment config tree.
 
 One typed tree of dataclasses is the single source of truth for an experiment. YAML is only its
-serialisation (see ``vidprism_ds.config.io``). Every field has a default so that an empty YAML file
-is the embedded demo; ``validate`` checks cross-field constraints and raises ``ConfigError`` with the
+serialisation (see ``vidprism_ds.config.io``). Every field has a default, so an empty YAML file is a
+valid config: these defaults, not the demo (train.py runs the demo, ``vidprism_ds/train/demo.yaml``,
+only without ``--config``), and it names no data, so train.py refuses it at start-up naming
+``data.train_shards``. ``validate`` checks cross-field constraints and raises ``ConfigError`` with the
 dotted key that is wrong.
 """
 
@@ -109,8 +111,10 @@ class DataConfig:
     val_shards: str = ""
     num_frames: int = 8
     image_size: int = 224
-    # Direction-sensitive datasets (SSv2, the synthetic videos) must not be flipped.
-    hflip: bool = False
+    # Random horizontal flip of training clips. null: the preset decides (flip, except the
+    # direction-sensitive SSv2 and synthetic videos, which are never flipped); "custom" must say true or
+    # false explicitly (vidprism_ds.config.validation.effective_hflip).
+    hflip: Optional[bool] = None
     grayscale_prob: float = 0.2
     # random-resized-crop area range
     crop_scale_min: float = 0.4

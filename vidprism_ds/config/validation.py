@@ -1,8 +1,18 @@
-"""Cross-field checks of the config tree. Each failure names the key that has to change."""
+"""Cross-field checks of the config tree. Each failure names the key that has to change.
+
+``validate`` holds for every config (tests, the demo, tools that only estimate); ``check_run_data`` adds
+what a train.py run on real data needs on top (the shard directories exist).
+"""
 
 from __future__ import annotations
 
-from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from vidprism_ds.config.schema import ConfigError, DataConfig, ExperimentConfig
+from vidprism_ds.data.manifest import MANIFEST_NAME
 from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, FRESH_CLASSIFIER, K710_SUBSETS, is_direction_sensitive
 from vidprism_ds.data.video_lists import LIST_FORMATS
 
@@ -14,7 +24,32 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _require_finite(node: Any, key: str) -> None:
+    """Refuse inf and nan in every float of the tree. YAML spells them ``.inf``/``.nan``; the range checks
+    below would let ``inf`` through (``lr > 0``) and refuse ``nan`` with a misleading reason."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            _require_finite(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            _require_finite(item, f"{key}[{i}]")
+    elif isinstance(node, float):
+        _require(math.isfinite(node), key, f"must be a finite number, got {node}")
+
+
+def effective_hflip(data: DataConfig) -> bool:
+    """Whether training clips are flipped: ``data.hflip`` with null resolved by the preset (flip unless
+    direction-sensitive). A direction-sensitive preset is never flipped, whatever ``data.hflip`` says, and
+    a custom dataset only with an explicit true (validation refuses null for it)."""
+    if is_direction_sensitive(data.dataset):
+        return False
+    if data.hflip is None:
+        return data.dataset != CUSTOM
+    return data.hflip
+
+
 def validate(cfg: ExperimentConfig) -> None:
+    _require_finite(cfg, "")  # first: the range checks below assume real numbers
     model, head, data, optim, train = cfg.model, cfg.model.head, cfg.data, cfg.optim, cfg.train
 
     _require(model.backbone.arch in KNOWN_BACKBONES, "model.backbone.arch",
@@ -72,6 +107,11 @@ def validate(cfg: ExperimentConfig) -> None:
              "dataset 'custom' needs a label list file (one class name per line)")
     _require(not (data.hflip and is_direction_sensitive(data.dataset)), "data.hflip",
              f"must be false for {data.dataset!r}: flipping changes its classes (direction-sensitive)")
+    # No preset knows whether a custom dataset's classes depend on left/right ("swiping left"), so a
+    # flip copied from a Kinetics recipe must not apply silently: the choice is made explicitly.
+    _require(data.dataset != CUSTOM or data.hflip is not None, "data.hflip",
+             "dataset 'custom' needs an explicit true or false: true only if no class changes when the video "
+             "is mirrored (no left/right or clockwise classes)")
     _require(data.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0 (0 or 1 = no shuffling)")
     _require(data.list_format in LIST_FORMATS, "data.list_format", f"{data.list_format!r} is not one of {list(LIST_FORMATS)}")
 
@@ -111,3 +151,20 @@ def validate(cfg: ExperimentConfig) -> None:
              f"{cfg.parallel.ep_size} does not divide the {num_experts} experts "
              f"({len(rates)} rates x {head.experts_per_rate} per rate)")
     _require(cfg.logging.log_every_steps >= 1, "logging.log_every_steps", "must be >= 1")
+
+
+def _require_shards(shard_dir: str, key: str) -> None:
+    _require(bool(shard_dir), key, "is empty; a run on real data needs a shard directory (data_prep/shard.py "
+             "--out); train.py without --config runs the demo, which makes its own")
+    _require(Path(shard_dir).is_dir(), key, f"{shard_dir} is not a directory")
+    _require((Path(shard_dir) / MANIFEST_NAME).is_file(), key,
+             f"{shard_dir} has no {MANIFEST_NAME}; is it the --out of a finished data_prep/shard.py run?")
+
+
+def check_run_data(cfg: ExperimentConfig) -> None:
+    """What train.py needs beyond ``validate`` for a run on real data (not the demo, which fills the shard
+    keys itself): the shard directories, checked in seconds rather than after the model is built. The
+    validation shards are needed by every run: training ends with an evaluation, as does --eval-only."""
+    if not cfg.train.eval_only:
+        _require_shards(cfg.data.train_shards, "data.train_shards")
+    _require_shards(cfg.data.val_shards, "data.val_shards")

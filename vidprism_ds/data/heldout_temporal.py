@@ -23,7 +23,8 @@ Command line (same layout as ``python -m vidprism_ds.data.synthetic``)::
         [--size 32] [--frames 16] [--seed 0]
 
 writes ``DIR/videos/<split>/<k>.mp4``, ``DIR/train.txt``, ``DIR/val.txt`` (``relative/path label``)
-and ``DIR/labels.txt``; train with ``data.dataset=custom data.labels=DIR/labels.txt``.
+and ``DIR/labels.txt``; train with ``data.dataset=custom data.hflip=false data.labels=DIR/labels.txt``
+(direction matters: its classes include left/right).
 """
 
 from __future__ import annotations

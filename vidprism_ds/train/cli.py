@@ -1,7 +1,7 @@
 """``train.py``: parse arguments, load the config, run (or export), exit with a meaningful code.
 
-Exit codes: 0 done; 2 bad configuration or arguments (one line naming the key); 3 stopped by
-SIGUSR1/SIGTERM after saving a checkpoint (requeue to continue).
+Exit codes: 0 done; 2 bad configuration or arguments (one line naming the key, or FILE:LINE:COL for
+YAML that does not parse); 3 stopped by SIGUSR1/SIGTERM after saving a checkpoint (requeue to continue).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.config.validation import check_run_data
 
 EXIT_CONFIG = 2
 
@@ -64,6 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         is_demo = args.config is None
         cfg = load_run_config(args)
+        if not is_demo:  # the demo makes its own shards; any other run fails here, not after the model is built
+            check_run_data(cfg)
         from vidprism_ds.train.ds_config import read_ds_config
         ds_config = read_ds_config(args.deepspeed_config)
         _check_against_launch(cfg, ds_config)
