@@ -126,3 +126,26 @@ def test_eval_only_and_export_reproduce_the_trained_model(tiny_shards, tmp_path)
     assert on_finish.keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
         assert torch.equal(on_finish[key], value), key
+
+
+@pytest.mark.parametrize("error, code, line", [
+    ("out_of_space", 1, "error: no space left on the device holding /scratch/run/checkpoints/step_00000010"),
+    ("unsafe", 2, "error: /scratch/run/checkpoints/step_00000010/mp_rank_00_model_states.pt: refused to load"),
+])
+def test_a_full_disk_or_an_unsafe_checkpoint_is_one_line(tmp_path, monkeypatch, capsys, tiny_shards, error, code,
+                                                        line):
+    import vidprism_ds.train.loop as loop
+    from vidprism_ds.train.checkpoint_engine import UnsafeCheckpointError
+    from vidprism_ds.utils.files import out_of_space
+
+    def failing_run(*args, **kwargs):
+        if error == "out_of_space":
+            raise out_of_space(Path("/scratch/run/checkpoints/step_00000010"), RuntimeError("unexpected pos 1 vs 2"))
+        raise UnsafeCheckpointError("/scratch/run/checkpoints/step_00000010/mp_rank_00_model_states.pt: refused "
+                                    "to load: ...")
+
+    monkeypatch.setattr(loop, "run_experiment", failing_run)
+    config = _config_file(tmp_path, tiny_shards, tmp_path / "out")
+    assert main(["--config", str(config)]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(line), err

@@ -17,6 +17,7 @@ from vidprism_ds.config.schema import ConfigError
 from vidprism_ds.config.validation import check_run_data
 
 EXIT_CONFIG = 2
+EXIT_FAILED = 1  # the run failed for a reason outside the config (a full disk)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
 
+    from vidprism_ds.train.checkpoint_engine import UnsafeCheckpointError
     from vidprism_ds.train.signals import EXIT_REQUEUE
+    from vidprism_ds.utils.files import OutOfSpaceError
     try:
         if is_demo:
             from vidprism_ds.train.demo_report import run_demo
@@ -89,4 +92,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except UnsafeCheckpointError as err:  # a file we were handed would run code: the user's input
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OutOfSpaceError as err:  # not a bug: one line naming where, and the checkpoints stay as they were
+        print(f"error: {err.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_REQUEUE if result.stopped_by_signal else 0
