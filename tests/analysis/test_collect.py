@@ -3,6 +3,7 @@ import torch
 
 from vidprism_ds.analysis.collect import collect, expert_names, sampler_rates
 from vidprism_ds.config.schema import BackboneConfig, HeadConfig, ModelConfig
+from vidprism_ds.data.transforms import normalise
 from vidprism_ds.model.video_model import build_video_model
 
 SIZE, FRAMES, CLASSES = 32, 8, 3
@@ -14,7 +15,8 @@ def _model(**kw):
 
 def _eval_batch(valid):
     batch = len(valid)
-    return {"frames": torch.randn(batch, 2, FRAMES, 3, SIZE, SIZE), "labels": torch.arange(batch) % CLASSES,
+    frames = torch.randint(0, 256, (batch, 2, FRAMES, 3, SIZE, SIZE), dtype=torch.uint8)  # as the loaders give them
+    return {"frames": frames, "labels": torch.arange(batch) % CLASSES,
             "valid": torch.tensor(valid), "index": torch.arange(batch)}
 
 
@@ -28,13 +30,14 @@ def test_collect_flattens_views_drops_padding_and_matches_the_model():
     assert [k.shape for k in spec.keep_indices] == [(6, 4), (6, 2), (6, 1), (6, 1)]
     assert spec.num_frames == FRAMES and model.training  # mode restored
     with torch.no_grad():
-        direct = model.eval()(batches[0]["frames"][:2].flatten(0, 1))
+        direct = model.eval()(normalise(batches[0]["frames"][:2].flatten(0, 1)))
     np.testing.assert_allclose(spec.expert_weights_ne[:4], direct.expert_weights.numpy(), rtol=1e-5, atol=1e-6)
     assert spec.predictions_n[:4].tolist() == direct.logits.argmax(-1).tolist()
 
 
 def test_collect_stops_at_max_clips_and_handles_training_batches():
-    batches = [{"frames": torch.randn(4, FRAMES, 3, SIZE, SIZE), "labels": torch.zeros(4, dtype=torch.long)}] * 3
+    batches = [{"frames": torch.zeros(4, FRAMES, 3, SIZE, SIZE, dtype=torch.uint8),
+                "labels": torch.zeros(4, dtype=torch.long)}] * 3
     spec = collect(_model(variant="meanpool"), batches, max_clips=5)
     assert len(spec.labels_n) == 5 and spec.keep_indices == [] and spec.num_experts == 1
 

@@ -8,6 +8,7 @@ import torch
 
 from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import build_eval_loader, build_raw_eval_loader, build_raw_train_loader, build_train_loader
+from vidprism_ds.data.damage import is_damaged
 from vidprism_ds.data.loaders import eval_plan
 from vidprism_ds.data.stages import keep_safe_members
 from vidprism_ds.data.tar_reader import shard_samples
@@ -114,16 +115,17 @@ def test_only_frames_json_and_cls_are_read(tmp_path):
     members = {"000000001.000000.jpg": b"j0", "000000001.000001.jpg": b"j1",
                "000000001.json": json.dumps({"label": 1}).encode(), "000000001.cls": b"1",
                "000000001.pickle": pickle.dumps(_Booby(str(marker))), "000000001.pyd": pickle.dumps(_Booby(str(marker))),
-               "000000002.pickle": b"x", "000000002.json": b"{}", "000000002.cls": b"0"}  # no frames: dropped
+               "000000002.pickle": b"x", "000000002.json": b"{}", "000000002.cls": b"0"}  # no frames: damaged
     with tarfile.open(tmp_path / "s.tar", "w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    (kept,) = keep_safe_members(shard_samples(str(tmp_path / "s.tar")))
+    kept, dropped = keep_safe_members(shard_samples(str(tmp_path / "s.tar")))
     assert [m.read() for m in kept["frames_jpeg"]] == [b"j0", b"j1"]
     assert kept["label"] == 1 and kept["meta"] == {"label": 1} and kept["__key__"] == "000000001"
-    assert set(kept) == {"__key__", "__index__", "frames_jpeg", "meta", "label"}
+    assert set(kept) == {"__key__", "__url__", "__index__", "frames_jpeg", "meta", "label"}
+    assert is_damaged(dropped) and dropped["__key__"] == "000000002" and "no frames" in dropped["__damage__"]
     assert not marker.exists()
 
 

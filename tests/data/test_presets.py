@@ -48,3 +48,30 @@ def test_label_list_errors_name_the_file_and_line(tmp_path):
 
 def test_packaged_lists_are_the_presets_with_a_label_file():
     assert presets.PACKAGED_LISTS == ("k400", "k600", "k700", "k710", "ucf101", "hmdb51", "ssv2")
+
+
+@pytest.mark.parametrize("text", ["0,moving right\n1,moving left\n", "id,name\n1,moving left\n0,moving right\n\n",
+                                  'ID, Name\n0,"moving right"\n1, moving left\n'])
+def test_an_id_name_csv_label_file_is_read_by_id(tmp_path, text):
+    (tmp_path / "labels.csv").write_text(text)
+    assert presets.load_class_names("custom", tmp_path / "labels.csv") == ["moving right", "moving left"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1,a\n2,b\n", r"ids of an id,name list must be 0\.\.1, each once; found \[2\]"),
+    ("0,a\n0,b\n", r"line 2: id 0 is listed twice"),
+    ("0,a\nb\n", r"line 1 is an id,name row, line 2 is not"),
+    ("index,label\n0,a\n1,b\n", r"line 1 \('index,label'\) is not the header 'id,name'"),
+    ("id,name\n0,a,extra\n", r"line 2 is not an id,name row"),
+    ("id,name\n0,\n", r"line 2: id 0 has no name"),
+])
+def test_a_broken_id_name_csv_is_refused_naming_file_and_line(tmp_path, text, message):
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(ValueError, match=rf"labels\.csv: .*{message}"):
+        presets.load_class_names("custom", tmp_path / "labels.csv")
+
+
+def test_names_with_commas_stay_names(tmp_path):
+    (tmp_path / "labels.txt").write_text("\ufeffpushing something, then letting go\n0 people, 1 dog\n")
+    assert presets.load_class_names("custom", tmp_path / "labels.txt") == [
+        "pushing something, then letting go", "0 people, 1 dog"]

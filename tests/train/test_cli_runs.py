@@ -149,3 +149,15 @@ def test_a_full_disk_or_an_unsafe_checkpoint_is_one_line(tmp_path, monkeypatch, 
     assert main(["--config", str(config)]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(line), err
+
+
+def test_a_garbled_manifest_is_one_line_naming_it_before_anything_starts(tmp_path, capsys, tiny_shards):
+    import shutil
+
+    broken = tmp_path / "train_shards"
+    shutil.copytree(tiny_shards["train"], broken)
+    (broken / "manifest.json").write_text("{ not json")
+    config = _config_file(tmp_path, {**tiny_shards, "train": broken}, tmp_path / "out")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest.json: not a JSON document" in err[0], err

@@ -13,7 +13,15 @@ shared-memory blocks rather than B x T small tensors):
 - ``jpeg_bytes``: uint8 (N,), every picked frame's JPEG file back to back, clip-major;
 - ``jpeg_offsets``: int64 (B * T + 1,), frame i is ``jpeg_bytes[offsets[i]:offsets[i + 1]]``;
 - ``augment``: float64 (B, 6): crop box left, top, right, bottom (source pixels), flip, grayscale;
-- ``labels``: int64 (B,).
+- ``labels``: int64 (B,);
+- ``keys``: B strings ``SHARD_PATH:KEY``, so a frame that fails to decode here can be named.
+
+Damaged samples (``vidprism_ds.data.damage``): a worker reads the picked bytes but does not decode
+them, so it skips (and counts against ``data.max_bad_samples``) a sample whose members cannot be read or
+whose picked frames are not JPEG files at all (no start marker, or no end marker: cut short). A frame
+that passes those checks and still fails in ``decode_clips`` stops the run with ``CorruptFrameError``
+naming the clip's shard and key: the batch is already on its way, and dropping a clip there would
+change the batch size on one rank only.
 
 ``decode_clips`` runs on any device; the tests run it on the CPU, and ``bench/gpu_check.py`` compares
 it on a GPU with the CPU path pixel by pixel.
@@ -22,48 +30,80 @@ it on a GPU with the CPU path pixel by pixel.
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from vidprism_ds.data.damage import DamagedSample, damage_marker, is_damaged
 from vidprism_ds.data.sampling import segment_indices
-from vidprism_ds.data.stages import TrainClipSettings, current_slot, seeded_rng
+from vidprism_ds.data.stages import TrainClipSettings, current_slot, decoder_message, read_member, seeded_rng
 from vidprism_ds.data.transforms import ClipAugmentation, draw_clip_augmentation, to_grayscale
 
 AUGMENT_FIELDS = 6  # left, top, right, bottom, flip, grayscale
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+class CorruptFrameError(RuntimeError):
+    """A frame of a device-decode batch did not decode; the message names the clip's shard and key."""
+
+
+def check_jpeg_markers(name: str, data: bytes) -> None:
+    """The cheap part of a decode, for workers that do not decode: a JPEG file starts with the SOI
+    marker and ends with EOI (trailing zero padding allowed); a cut-short or overwritten frame does not."""
+    if not data.startswith(JPEG_START):
+        raise DamagedSample(f"{name}: not a JPEG file (no start marker)")
+    if not data.rstrip(b"\x00").endswith(JPEG_END):
+        raise DamagedSample(f"{name}: JPEG file cut short (no end marker)")
 
 
 def picked_jpeg_bytes(frames_jpeg: Sequence, picks: Sequence[int]) -> list[bytes]:
-    """The JPEG files of the picked frames, in pick order (a frame picked twice is read once)."""
-    distinct = {p: frames_jpeg[p].read() for p in sorted(set(picks))}
+    """The JPEG files of the picked frames, in pick order (a frame picked twice is read once).
+    ``DamagedSample`` when one cannot be read or is not a whole JPEG file."""
+    distinct = {}
+    for p in sorted(set(picks)):
+        distinct[p] = read_member(frames_jpeg[p])
+        check_jpeg_markers(frames_jpeg[p].name, distinct[p])
     return [distinct[p] for p in picks]
 
 
 def train_jpeg_clip(sample: dict, settings: TrainClipSettings, rng: random.Random) -> dict:
-    """One training sample -> {"jpegs": T byte strings, "augment": 6 floats, "label"}.
+    """One training sample -> {"jpegs": T byte strings, "augment": 6 floats, "label", "key"}.
 
     The draws match ``vidprism_ds.data.stages.train_clip``: segment positions first, then the clip's
     augmentation from the stored frame size (the shard's JSON records it: no decode needed here)."""
     jpegs = sample["frames_jpeg"]
     picks = segment_indices(len(jpegs), settings.num_frames, rng)
-    width, height = int(sample["meta"]["width"]), int(sample["meta"]["height"])
+    width, height = _frame_size(sample["meta"])
     aug = draw_clip_augmentation(width, height, rng, settings.crop_scale_min, settings.flip, settings.grayscale_prob)
-    return {"jpegs": picked_jpeg_bytes(jpegs, picks), "augment": augment_row(aug), "label": sample["label"]}
+    return {"jpegs": picked_jpeg_bytes(jpegs, picks), "augment": augment_row(aug), "label": sample["label"],
+            "key": f"{sample.get('__url__')}:{sample.get('__key__')}"}
+
+
+def _frame_size(meta: dict) -> tuple[int, int]:
+    # the crop box is drawn from the recorded size, so a sample without a usable one cannot be used here
+    try:
+        width, height = int(meta["width"]), int(meta["height"])
+    except (KeyError, TypeError, ValueError):
+        raise DamagedSample("json member has no usable width/height (needed by data.decode_device=cuda)") from None
+    if width < 1 or height < 1:
+        raise DamagedSample(f"json member records a {width}x{height} frame")
+    return width, height
 
 
 def augment_row(aug: ClipAugmentation) -> list[float]:
     return [*map(float, aug.box), float(aug.flip), float(aug.grayscale)]
 
 
-def collate_jpeg_clips(samples: list[dict]) -> dict[str, torch.Tensor]:
+def collate_jpeg_clips(samples: list[dict]) -> dict:
     blobs = [blob for sample in samples for blob in sample["jpegs"]]
     sizes = torch.tensor([0] + [len(blob) for blob in blobs], dtype=torch.int64)
     return {"jpeg_bytes": torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8),
             "jpeg_offsets": sizes.cumsum(0),
             "augment": torch.tensor([s["augment"] for s in samples], dtype=torch.float64),
-            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64)}
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+            "keys": [s.get("key", "?") for s in samples]}
 
 
 def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
@@ -71,7 +111,13 @@ def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, se
     """The pipeline stage that replaces ``stages.to_train_clips`` (same random stream, no decode)."""
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
     for sample in samples:
-        yield train_jpeg_clip(sample, settings, rng)
+        if is_damaged(sample):
+            yield sample
+            continue
+        try:
+            yield train_jpeg_clip(sample, settings, rng)
+        except DamagedSample as err:
+            yield damage_marker(sample, str(err))
 
 
 def crop_resize_float(frames_t3hw: torch.Tensor, box: Sequence[float], size: int) -> torch.Tensor:
@@ -96,7 +142,10 @@ def decode_clips(batch: dict[str, torch.Tensor], device: torch.device, image_siz
     augment = batch["augment"].tolist()
     num_clips = len(augment)
     num_frames = len(files) // num_clips
-    decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+    try:
+        decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as err:  # torchvision's error names no file: find the failing clip to name it
+        raise CorruptFrameError(_name_failing_clip(files, num_frames, batch.get("keys"), device, err)) from err
     clips = []
     for c, row in enumerate(augment):
         frames_t3hw = torch.stack(decoded[c * num_frames:(c + 1) * num_frames])
@@ -107,6 +156,18 @@ def decode_clips(batch: dict[str, torch.Tensor], device: torch.device, image_siz
             clip = to_grayscale(clip)
         clips.append(clip)
     return torch.stack(clips)
+
+
+def _name_failing_clip(files: list[torch.Tensor], num_frames: int, keys: Optional[list[str]], device: torch.device,
+                       err: RuntimeError) -> str:
+    """Decode clip by clip (only after a batch failed) to say which clip holds the bad frame."""
+    for clip in range(len(files) // num_frames):
+        try:
+            decode_jpeg(files[clip * num_frames:(clip + 1) * num_frames], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as clip_err:
+            key = keys[clip] if keys else f"clip {clip} of the batch (no keys in it)"
+            return f"data.decode_device=cuda: a frame of {key} does not decode ({decoder_message(clip_err)})"
+    return f"data.decode_device=cuda: the batch does not decode ({decoder_message(err)})"
 
 
 def uses_device_decode(batch: dict) -> bool:

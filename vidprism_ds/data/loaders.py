@@ -5,15 +5,24 @@ number of batches this rank gets per epoch (the same on every rank), ``set_epoch
 order, sample shuffling and augmentation for epoch e.
 
 Training (``build_train_loader``): resampled shards -> lazy tar samples (``tar_reader``: headers now,
-frame bytes only when picked) -> shuffle buffer -> safe members
--> this worker's share of a fixed number of batches -> segment sampling + clip-consistent
-augmentation -> full batches. Batches per rank per epoch = max(1, manifest samples // (world_size x
-micro_batch)), so no rank waits on another at the end of an epoch.
+frame bytes only when picked) -> shuffle buffer -> safe members -> segment sampling + clip-consistent
+augmentation -> damaged samples skipped -> this worker's share of a fixed number of batches -> full
+batches. Batches per rank per epoch = max(1, manifest samples // (world_size x micro_batch)), so no rank
+waits on another at the end of an epoch.
 
 Evaluation (``build_eval_loader``): the manifest's global sample order is cut into world_size x workers
 contiguous ranges (one per rank and worker); each reads only the shards its range touches, so every
 sample is produced exactly once. Every range is padded with invalid samples (``valid`` False,
 ``index`` -1) to the same number of full batches, so every rank runs the same number of batches.
+
+Start-up checks (``build_train_loader``/``build_eval_loader``, in the calling process before any worker
+starts), each a one-line ``FileNotFoundError``/``ValueError`` naming the file: the shard folder and its
+manifest.json (present, JSON, the keys the loaders need), every shard it lists with samples, the class
+list (data.labels or the preset's) against the classes the manifest records, and the manifest's class
+count against ``num_classes``. While reading, a damaged sample (``vidprism_ds.data.damage``: truncated
+tar, corrupt JPEG, unparseable json/cls, label outside ``[0, num_classes)``) is skipped in training and
+an invalid sample (``valid`` False, its own index) in evaluation, with a warning naming shard and key;
+more than ``data.max_bad_samples`` in one epoch on one worker stops with ``TooManyDamagedSamples``.
 """
 
 from __future__ import annotations
@@ -22,16 +31,18 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from vidprism_ds.config.schema import DataConfig
+from vidprism_ds.config.validation import effective_hflip
 from vidprism_ds.data import device_decode, raw, stages
-from vidprism_ds.data.manifest import load_manifest
-from vidprism_ds.data.presets import is_direction_sensitive, load_class_names
+from vidprism_ds.data.damage import DamageLog, skip_damaged
+from vidprism_ds.data.manifest import ShardManifest, check_classes, check_shard_files, load_manifest
+from vidprism_ds.data.presets import CUSTOM, get_preset, load_class_names
 from vidprism_ds.data.video_lists import read_video_list
 
 
@@ -98,7 +109,7 @@ def _train_settings(cfg: DataConfig) -> stages.TrainClipSettings:
     # a direction-sensitive preset is never flipped, whatever data.hflip says (validation also refuses it)
     return stages.TrainClipSettings(num_frames=cfg.num_frames, image_size=cfg.image_size,
                                     crop_scale_min=cfg.crop_scale_min,
-                                    flip=cfg.hflip and not is_direction_sensitive(cfg.dataset),
+                                    flip=effective_hflip(cfg),
                                     grayscale_prob=cfg.grayscale_prob)
 
 
@@ -121,68 +132,140 @@ def _shard_dir(given: Optional[str | Path], configured: str, key: str) -> Path:
     return Path(shard_dir)
 
 
+def _expected_classes(cfg: DataConfig, class_names: Optional[Sequence[str]]) -> Optional[tuple[list[str], str]]:
+    """(class list the shards must record, what to call it in an error), or None when there is none to
+    check (dataset custom without data.labels: the config validation refuses that before we get here)."""
+    if class_names is not None:
+        return list(class_names), "the class list given to the loader"
+    if cfg.labels:
+        return load_class_names(cfg.dataset, cfg.labels), f"data.labels ({cfg.labels})"
+    if cfg.dataset == CUSTOM:
+        return None
+    label_file = get_preset(cfg.dataset).label_file
+    where = f"packaged {label_file}" if label_file else "built in"
+    return load_class_names(cfg.dataset), f"the data.dataset={cfg.dataset} class list ({where}; data.labels is empty)"
+
+
+def _label_limit(manifest: ShardManifest, num_classes: Optional[int]) -> Optional[int]:
+    """The class count labels are checked against while reading; None = unchecked (the manifest says 0)."""
+    if num_classes is None:
+        return manifest.num_classes or None
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if manifest.num_classes > num_classes:
+        raise ValueError(f"{manifest.path}: the shards have {manifest.num_classes} classes, the model "
+                         f"{num_classes}; their labels >= {num_classes} cannot be trained or evaluated on")
+    return num_classes
+
+
+def checked_manifest(shard_dir: Path, cfg: DataConfig, num_classes: Optional[int] = None,
+                     class_names: Optional[Sequence[str]] = None) -> tuple[ShardManifest, Optional[int]]:
+    """The start-up checks (module docstring) in the building process, so a bad folder, manifest, shard
+    list or class list fails in one line naming the file before any worker starts. Returns the manifest
+    and the class count labels are checked against."""
+    manifest = load_manifest(shard_dir)
+    check_shard_files(manifest)
+    expected = _expected_classes(cfg, class_names)
+    if expected is not None:
+        check_classes(manifest, *expected)
+    return manifest, _label_limit(manifest, num_classes)
+
+
+def check_shards_at_start(data_cfg: DataConfig, num_classes: Optional[int] = None, train: bool = True,
+                          eval_class_names: Optional[Sequence[str]] = None) -> None:
+    """The loaders' start-up checks on data.train_shards (when ``train``) and data.val_shards (when set),
+    for a trainer to call before it builds anything slow: the evaluation loader is otherwise built, and
+    checked, only when the first evaluation starts, possibly hours into the run.
+
+    ``num_classes``: the model's class count. ``eval_class_names``: a zero-shot evaluation's classes (the
+    validation shards are then checked against them and their count instead)."""
+    if train:
+        checked_manifest(_shard_dir(None, data_cfg.train_shards, "data.train_shards"), data_cfg, num_classes)
+    if data_cfg.val_shards:
+        eval_classes = num_classes if eval_class_names is None else len(eval_class_names)
+        checked_manifest(Path(data_cfg.val_shards), data_cfg, eval_classes, eval_class_names)
+
+
 # ---------------------------------------------------------------------------------------------- shards
 
 
-def train_pipeline(shard_paths: list[str], cfg: DataConfig, micro_batch: int, rank: int, world_size: int, seed: int,
-                   batches_per_rank: int, epoch: int) -> wds.DataPipeline:
+def train_pipeline(shards: list[tuple[str, int]], cfg: DataConfig, micro_batch: int, rank: int, world_size: int,
+                   seed: int, batches_per_rank: int, num_classes: Optional[int], epoch: int) -> wds.DataPipeline:
     # data.decode_device=cuda: the same picks and augmentation draws, but the JPEG bytes travel and the
     # training process decodes them on the GPU (vidprism_ds.data.device_decode)
     on_device = cfg.decode_device == "cuda"
     to_clips = device_decode.to_train_jpeg_clips if on_device else stages.to_train_clips
     collate = device_decode.collate_jpeg_clips if on_device else stages.collate_train
     return wds.DataPipeline(
-        functools.partial(stages.endless_permutations, shard_paths, seed, epoch, rank, world_size),
+        functools.partial(stages.endless_permutations, shards, seed, epoch, rank, world_size),
         stages.read_shards,
         functools.partial(stages.shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
-        stages.keep_safe_members,
-        functools.partial(stages.take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
+        functools.partial(stages.keep_safe_members, num_classes=num_classes),
         functools.partial(to_clips, settings=_train_settings(cfg), seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
+        # a sample can turn out damaged only once its frames are read (above): the worker's share is
+        # counted after it is dropped, so a damaged sample never costs a batch (the source is endless)
+        functools.partial(skip_damaged, damage=DamageLog(cfg.max_bad_samples, "training")),
+        functools.partial(stages.take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
         wds.batched(micro_batch, collation_fn=collate, partial=False),
     )
 
 
 def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], micro_batch: int, rank: int = 0,
-                       world_size: int = 1, seed: int = 0) -> EpochLoader:
+                       world_size: int = 1, seed: int = 0, num_classes: Optional[int] = None,
+                       class_names: Optional[Sequence[str]] = None) -> EpochLoader:
     """Training batches {"frames": (B, T, 3, S, S) uint8, "labels": (B,) int64} from ``shard_dir``
     (default ``data_cfg.train_shards``); with ``data.decode_device=cuda`` JPEG batches instead
-    (``vidprism_ds.data.device_decode``: ``decode_clips`` turns them into the same frames on the GPU)."""
+    (``vidprism_ds.data.device_decode``: ``decode_clips`` turns them into the same frames on the GPU).
+
+    ``num_classes``: the model's class count; a sample whose label is outside it is skipped as damaged
+    (default: the manifest's ``num_classes``). ``class_names``: the list the manifest's ``classes`` must
+    equal (default: data.labels, else the preset's list)."""
     _check_rank(rank, world_size, micro_batch)
-    manifest = load_manifest(_shard_dir(shard_dir, data_cfg.train_shards, "data.train_shards"))
-    shard_paths = [s.path for s in manifest.shards if s.samples > 0]
-    if not shard_paths:
-        raise ValueError(f"{manifest.shard_dir}: the manifest lists no samples")
+    shard_dir = _shard_dir(shard_dir, data_cfg.train_shards, "data.train_shards")
+    manifest, label_limit = checked_manifest(shard_dir, data_cfg, num_classes, class_names)
+    shards = [(s.path, s.samples) for s in manifest.shards if s.samples > 0]
+    if not shards:
+        raise ValueError(f"{manifest.path}: lists no samples")
     batches = train_batches_per_rank(manifest.num_samples, micro_batch, world_size)
-    make = functools.partial(train_pipeline, shard_paths, data_cfg, micro_batch, rank, world_size, seed, batches)
+    make = functools.partial(train_pipeline, shards, data_cfg, micro_batch, rank, world_size, seed, batches,
+                             label_limit)
     return EpochLoader(make, batches, data_cfg.num_workers, manifest.num_samples)
 
 
 def eval_pipeline(shard_sizes: list[tuple[str, int]], cfg: DataConfig, batch_size: int, rank: int, world_size: int,
-                  plan: EvalPlan, epoch: int) -> wds.DataPipeline:
+                  plan: EvalPlan, num_classes: Optional[int], epoch: int) -> wds.DataPipeline:
     del epoch  # evaluation is the same every epoch
     settings = _eval_settings(cfg)
     return wds.DataPipeline(
         functools.partial(stages.eval_sample_source, shard_sizes, rank, world_size),
-        stages.keep_safe_members,
+        functools.partial(stages.keep_safe_members, num_classes=num_classes),
         functools.partial(stages.to_eval_views, settings=settings),
+        # a damaged sample stays in the count as an invalid one: every rank keeps its planned batches
+        functools.partial(stages.invalidate_damaged, settings=settings,
+                          damage=DamageLog(cfg.max_bad_samples, "evaluation")),
         functools.partial(stages.pad_to, count=plan.samples_per_worker, settings=settings),
         wds.batched(batch_size, collation_fn=stages.collate_eval, partial=False),
     )
 
 
 def build_eval_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], batch_size: int, rank: int = 0,
-                      world_size: int = 1) -> EpochLoader:
+                      world_size: int = 1, num_classes: Optional[int] = None,
+                      class_names: Optional[Sequence[str]] = None) -> EpochLoader:
     """Evaluation batches {"frames": (B, V, T, 3, S, S) uint8 with V = test_clips x test_crops (clip-major),
     "labels": (B,) int64, "valid": (B,) bool, "index": (B,) int64 (manifest order; -1 = padding)} from
     ``shard_dir`` (default ``data_cfg.val_shards``). Over all ranks and workers every sample comes
-    exactly once with ``valid`` True."""
+    exactly once: with ``valid`` True, or ``valid`` False and its index when it is damaged.
+
+    ``num_classes`` and ``class_names`` as in ``build_train_loader``; a zero-shot evaluation passes its
+    own class list (the validation shards hold another dataset than data.dataset/data.labels)."""
     _check_rank(rank, world_size, batch_size)
-    manifest = load_manifest(_shard_dir(shard_dir, data_cfg.val_shards, "data.val_shards"))
+    shard_dir = _shard_dir(shard_dir, data_cfg.val_shards, "data.val_shards")
+    manifest, label_limit = checked_manifest(shard_dir, data_cfg, num_classes, class_names)
     shard_sizes = [(s.path, s.samples) for s in manifest.shards]
     plan = eval_plan(manifest.num_samples, batch_size, world_size, data_cfg.num_workers)
-    make = functools.partial(eval_pipeline, shard_sizes, data_cfg, batch_size, rank, world_size, plan)
+    make = functools.partial(eval_pipeline, shard_sizes, data_cfg, batch_size, rank, world_size, plan, label_limit)
     return EpochLoader(make, plan.batches_per_rank, data_cfg.num_workers, manifest.num_samples)
 
 

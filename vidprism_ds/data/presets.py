@@ -15,7 +15,9 @@ checkout. Only the standard library is imported here: the config validation impo
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -78,7 +80,7 @@ def get_preset(name: str) -> DatasetPreset:
 
 
 def is_direction_sensitive(dataset: str) -> bool:
-    """True for presets that must not be flipped; a custom dataset is assumed not to be."""
+    """True for presets that must not be flipped (custom datasets choose with data.hflip: validation.effective_hflip)."""
     return dataset in PRESETS and PRESETS[dataset].direction_sensitive
 
 
@@ -86,10 +88,23 @@ def _read_resource_text(name: str) -> str:
     return resources.files(LABELS_PACKAGE).joinpath(name).read_text(encoding="utf-8")
 
 
+# A row of an ``id,name`` class list: digits, then a comma.
+_ID_NAME_ROW = re.compile(r"^\s*\d+\s*,")
+_ID_NAME_HEADER = "id,name"
+
+
 def parse_class_names(text: str, where: str = "label list") -> list[str]:
-    """One class per line; blank trailing lines are ignored, a blank line inside or a repeated name is
-    an error. ``where`` (a file name) starts the error message."""
-    names = [line.strip() for line in text.rstrip("\r\n").splitlines()]
+    """The class names, id order. Two layouts:
+
+    - one class per line (line N = id N);
+    - ``id,name`` CSV (``0,moving right``; ids 0..C-1 each once, in any order; an ``id,name`` header
+      line is optional; names may be quoted), as some datasets ship their class index.
+
+    Blank trailing lines are ignored; a blank line inside, a repeated name or a file that is only partly
+    ``id,name`` rows is an error. ``where`` (a file name) starts the error message."""
+    lines = text.rstrip("\r\n").splitlines()
+    layout = _csv_layout(lines, where)
+    names = [line.strip() for line in lines] if layout is None else _parse_id_name_rows(lines, layout, where)
     for line_no, name in enumerate(names, start=1):
         if not name:
             raise ValueError(f"{where}: line {line_no} is empty; a label list has one class name per line")
@@ -97,6 +112,46 @@ def parse_class_names(text: str, where: str = "label list") -> list[str]:
         repeated = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"{where}: duplicate class names (listed twice): {repeated[:3]}")
     return names
+
+
+def _csv_layout(lines: list[str], where: str):
+    """None: one name per line; True: ``id,name`` CSV with a header line; False: without one.
+
+    Read as names, ``0,moving right`` would silently become the class called "0,moving right", so a file
+    that looks like ``id,name`` rows is either read as such or refused, never read as names."""
+    if not lines:
+        return None
+    if lines[0].replace(" ", "").lower() == _ID_NAME_HEADER:
+        return True
+    not_rows = [n for n, line in enumerate(lines, start=1) if not _ID_NAME_ROW.match(line)]
+    if not not_rows:
+        return False
+    if not_rows == [1] and len(lines) > 1:
+        raise ValueError(f"{where}: reads as id,name CSV, but line 1 ({lines[0].strip()!r}) is not the header "
+                         f"{_ID_NAME_HEADER!r}")
+    if not_rows[0] > 1:
+        raise ValueError(f"{where}: line 1 is an id,name row, line {not_rows[0]} is not; write one class name "
+                         "per line, or id,name on every line")
+    return None
+
+
+def _parse_id_name_rows(lines: list[str], has_header: bool, where: str) -> list[str]:
+    first_line = 2 if has_header else 1
+    by_id: dict[int, str] = {}
+    for line_no, row in enumerate(csv.reader(lines[first_line - 1:]), start=first_line):
+        if len(row) != 2 or not row[0].strip().isdigit():
+            raise ValueError(f"{where}: line {line_no} is not an id,name row")
+        class_id, name = int(row[0]), row[1].strip()
+        if not name:
+            raise ValueError(f"{where}: line {line_no}: id {class_id} has no name")
+        if class_id in by_id:
+            raise ValueError(f"{where}: line {line_no}: id {class_id} is listed twice")
+        by_id[class_id] = name
+    if sorted(by_id) != list(range(len(by_id))):
+        wrong = sorted(set(by_id) - set(range(len(by_id))))
+        raise ValueError(f"{where}: the ids of an id,name list must be 0..{len(by_id) - 1}, each once; "
+                         f"found {wrong[:3]} (ids start at 0)")
+    return [by_id[i] for i in range(len(by_id))]
 
 
 @lru_cache(maxsize=None)
@@ -112,9 +167,11 @@ def _preset_class_names(dataset: str) -> tuple[str, ...]:
 
 
 def load_class_names(dataset: str, label_file: str | Path = "") -> list[str]:
-    """The class list: ``label_file`` when given, else the preset's packaged list."""
+    """The class list: ``label_file`` (names one a line, or ``id,name`` CSV: ``parse_class_names``) when
+    given, else the preset's packaged list."""
     if label_file:
-        return parse_class_names(Path(label_file).read_text(encoding="utf-8"), str(label_file))
+        # utf-8-sig: a spreadsheet's byte-order mark would otherwise become part of the first name
+        return parse_class_names(Path(label_file).read_text(encoding="utf-8-sig"), str(label_file))
     if dataset == CUSTOM:
         raise ValueError("dataset 'custom' needs a label file")
     return list(_preset_class_names(dataset))

@@ -5,6 +5,10 @@ seeded from (seed, epoch, slot[, purpose]) where *slot* = rank x workers + worke
 never shares a stream with another, and a run is reproducible. The rank and world size come in as
 arguments; the worker id is read from ``torch.utils.data.get_worker_info`` inside the stage, i.e. in the
 worker process that runs it.
+
+A damaged sample travels as a marker (``vidprism_ds.data.damage``): a stage that cannot use a sample
+yields a marker in its place, every stage passes markers on untouched, and ``damage.skip_damaged``
+(training) or ``invalidate_damaged`` (evaluation) deals with them at the end.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import json
 import random
 import re
+import tarfile
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from vidprism_ds.data.damage import LOST, DamagedSample, DamageLog, damage_marker, is_damaged
 from vidprism_ds.data.sampling import eval_clip_offsets, segment_indices
 from vidprism_ds.data.tar_reader import TarMember, shard_samples
 from vidprism_ds.data.transforms import apply_clip_augmentation, draw_clip_augmentation, eval_views
@@ -86,10 +92,10 @@ def endless_permutations(items: Sequence[Any], seed: int, epoch: int, rank: int,
         round_index += 1
 
 
-def read_shards(shard_paths: Iterator[str]) -> Iterator[dict]:
-    """Shard paths -> lazy samples (see ``vidprism_ds.data.tar_reader``)."""
-    for path in shard_paths:
-        yield from shard_samples(path)
+def read_shards(shards: Iterator[tuple[str, int]]) -> Iterator[dict]:
+    """(shard path, the manifest's sample count) -> lazy samples (see ``vidprism_ds.data.tar_reader``)."""
+    for path, expected in shards:
+        yield from shard_samples(path, expected)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class ShardRange:
     first: int  # first sample (position inside the shard) to keep
     stop: int  # one past the last
     base: int  # global index of the shard's sample 0
+    samples: int  # the shard's sample count in the manifest
 
 
 def eval_shard_ranges(shard_sizes: Sequence[tuple[str, int]], slot: Slot) -> list[ShardRange]:
@@ -108,20 +115,29 @@ def eval_shard_ranges(shard_sizes: Sequence[tuple[str, int]], slot: Slot) -> lis
     for path, count in shard_sizes:
         first, last = max(start, base), min(stop, base + count)
         if first < last:
-            ranges.append(ShardRange(path, first - base, last - base, base))
+            ranges.append(ShardRange(path, first - base, last - base, base, count))
         base += count
     return ranges
 
 
 def eval_sample_source(shard_sizes: Sequence[tuple[str, int]], rank: int, world_size: int) -> Iterator[dict]:
-    """Raw samples of this slot's range, in global order, each with ``__index__`` (global position)."""
+    """Raw samples of this slot's range, in global order, each with ``__index__`` (global position).
+
+    A damage marker takes the positions it stands for (a shard that ends early: all its missing
+    samples), cut to this slot's range, so the range's samples are accounted for exactly once."""
     for piece in eval_shard_ranges(shard_sizes, current_slot(rank, world_size)):
-        for position, sample in enumerate(shard_samples(piece.path)):
+        position = 0
+        for sample in shard_samples(piece.path, piece.samples):
+            width = sample.get(LOST, 1)
+            first, stop = max(position, piece.first), min(position + width, piece.stop)
+            if first < stop:
+                if LOST in sample:
+                    sample[LOST] = stop - first
+                sample["__index__"] = piece.base + first
+                yield sample
+            position += width
             if position >= piece.stop:
                 break
-            if position >= piece.first:
-                sample["__index__"] = piece.base + position
-                yield sample
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -149,20 +165,43 @@ def shuffle_buffer(samples: Iterator[dict], bufsize: int, seed: int, epoch: int,
     yield from buffer
 
 
-def keep_safe_members(samples: Iterator[dict]) -> Iterator[dict]:
+def keep_safe_members(samples: Iterator[dict], num_classes: Optional[int] = None) -> Iterator[dict]:
     """Keep only frame JPEGs, ``json`` and ``cls``: no other member is ever read, pickles included.
-    Samples lacking any of the three are dropped. Frames stay lazy (``TarMember``) until a clip picks them."""
+    Frames stay lazy (``TarMember``) until a clip picks them.
+
+    A group of members with none of the three (a stray file in the tar) is not a sample and is passed
+    over. A sample lacking some of them, whose ``json`` or ``cls`` does not parse, or whose label is not
+    in ``[0, num_classes)`` (when given) becomes a damage marker."""
     for sample in samples:
-        frames = sorted(k for k in sample if FRAME_MEMBER.match(k))
-        if not frames or "json" not in sample or "cls" not in sample:
+        if is_damaged(sample):
+            yield sample
             continue
-        yield {
-            "__key__": sample.get("__key__"),
-            "__index__": sample.get("__index__", -1),
-            "frames_jpeg": [sample[k] for k in frames],
-            "meta": json.loads(sample["json"].read().decode("utf-8")),
-            "label": int(sample["cls"].read().decode("ascii")),
-        }
+        frames = sorted(k for k in sample if FRAME_MEMBER.match(k))
+        if not frames and "json" not in sample and "cls" not in sample:
+            continue
+        try:
+            yield {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
+                   "__index__": sample.get("__index__", -1), "frames_jpeg": [sample[k] for k in frames],
+                   **_parse_json_and_cls(sample, bool(frames), num_classes)}
+        except DamagedSample as err:
+            yield damage_marker(sample, str(err))
+
+
+def _parse_json_and_cls(sample: dict, has_frames: bool, num_classes: Optional[int]) -> dict:
+    missing = [name for name, present in (("frames", has_frames), ("json", "json" in sample), ("cls", "cls" in sample))
+               if not present]
+    if missing:
+        raise DamagedSample(f"no {' or '.join(missing)} member")
+    try:
+        meta = json.loads(sample["json"].read().decode("utf-8"))
+        label = int(sample["cls"].read().decode("ascii"))
+    except (tarfile.TarError, ValueError) as err:  # cut-short member, bad UTF-8/ASCII, bad JSON, not an int
+        raise DamagedSample(f"json/cls member unreadable ({err})") from None
+    if not isinstance(meta, dict):
+        raise DamagedSample("json member is not an object")
+    if num_classes is not None and not 0 <= label < num_classes:
+        raise DamagedSample(f"label {label} is outside the {num_classes} classes (0..{num_classes - 1})")
+    return {"meta": meta, "label": label}
 
 
 def take_worker_share(samples: Iterator[dict], batches_per_rank: int, batch_size: int) -> Iterator[dict]:
@@ -181,11 +220,38 @@ def take_worker_share(samples: Iterator[dict], batches_per_rank: int, batch_size
 # ---------------------------------------------------------------------------------------------- clips
 
 
+def read_member(member: TarMember) -> bytes:
+    """A member's bytes; ``DamagedSample`` when the tar cuts them short."""
+    try:
+        return member.read()
+    except tarfile.TarError as err:
+        raise DamagedSample(f"{member.name}: {err}") from None
+
+
+def decoder_message(err: RuntimeError) -> str:
+    """torchvision's decode error without its C++ source location ("decode_jpeg, /…/decode_jpeg.cpp:171, ")."""
+    return re.sub(r"^.*?\.cpp:\d+, ", "", str(err).splitlines()[0])
+
+
+def decode_frame(member: TarMember) -> torch.Tensor:
+    """uint8 (3, H, W) from one JPEG member; ``DamagedSample`` naming the member when it does not decode."""
+    data = read_member(member)
+    if not data:
+        raise DamagedSample(f"{member.name}: empty JPEG")
+    try:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError as err:  # torchvision reports libjpeg errors as RuntimeError
+        raise DamagedSample(f"{member.name}: corrupt JPEG ({decoder_message(err)})") from None
+
+
 def decode_jpegs(frames_jpeg: Sequence[TarMember], picks: Sequence[int]) -> torch.Tensor:
-    """uint8 (len(picks), 3, H, W): read and decode only the picked frames, each distinct one once."""
+    """uint8 (len(picks), 3, H, W): read and decode only the picked frames, each distinct one once.
+    ``DamagedSample`` when a frame does not read or decode, or the frames differ in size."""
     distinct = sorted(set(picks))
-    decoded = torch.stack([decode_jpeg(torch.frombuffer(bytearray(frames_jpeg[p].read()), dtype=torch.uint8),
-                                       mode=ImageReadMode.RGB) for p in distinct])
+    frames = [decode_frame(frames_jpeg[p]) for p in distinct]
+    if len({frame.shape for frame in frames}) > 1:
+        raise DamagedSample(f"frames of different sizes: {sorted({tuple(f.shape[1:]) for f in frames})}")
+    decoded = torch.stack(frames)
     if len(distinct) == len(picks):  # picks are ascending and distinct whenever T <= frames kept
         return decoded
     position = {p: i for i, p in enumerate(distinct)}
@@ -238,15 +304,29 @@ def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: i
                    world_size: int) -> Iterator[dict]:
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
     for sample in samples:
+        if is_damaged(sample):
+            yield sample
+            continue
         jpegs = sample["frames_jpeg"]
-        frames = train_clip(len(jpegs), settings, rng, lambda picks: decode_jpegs(jpegs, picks))
+        try:
+            frames = train_clip(len(jpegs), settings, rng, lambda picks: decode_jpegs(jpegs, picks))
+        except DamagedSample as err:
+            yield damage_marker(sample, str(err))
+            continue
         yield {"frames": frames, "label": sample["label"]}
 
 
 def to_eval_views(samples: Iterator[dict], settings: EvalClipSettings) -> Iterator[dict]:
     for sample in samples:
+        if is_damaged(sample):
+            yield sample
+            continue
         jpegs = sample["frames_jpeg"]
-        frames = eval_clip_views(len(jpegs), settings, lambda picks: decode_jpegs(jpegs, picks))
+        try:
+            frames = eval_clip_views(len(jpegs), settings, lambda picks: decode_jpegs(jpegs, picks))
+        except DamagedSample as err:
+            yield damage_marker(sample, str(err))
+            continue
         yield {"frames": frames, "label": sample["label"], "index": sample["__index__"], "valid": True}
 
 
@@ -254,6 +334,20 @@ def padding_sample(settings: EvalClipSettings) -> dict:
     size = settings.image_size
     return {"frames": torch.zeros(settings.views, settings.num_frames, 3, size, size, dtype=torch.uint8), "label": 0,
             "index": -1, "valid": False}
+
+
+def invalidate_damaged(samples: Iterator[dict], settings: EvalClipSettings, damage: DamageLog) -> Iterator[dict]:
+    """Evaluation: each damage marker is logged and becomes invalid samples (``valid`` False, label 0,
+    one per sample it stands for, with their global indices), so this worker's count, and with it every
+    rank's batch count, stays what the plan says; the metrics leave them out."""
+    for sample in samples:
+        if not is_damaged(sample):
+            yield sample
+            continue
+        damage.record(sample)
+        index = sample["__index__"]
+        for offset in range(sample.get(LOST, 1)):
+            yield {**padding_sample(settings), "index": index + offset if index >= 0 else -1}
 
 
 def pad_to(samples: Iterator[dict], count: int, settings: EvalClipSettings) -> Iterator[dict]:

@@ -105,11 +105,11 @@ class _WeightsUnpickler(pickle.Unpickler):
             raise TorchScriptArchiveError(f"unexpected persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid
         raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+        elements = len(raw) // torch.empty((), dtype=storage_type.dtype).element_size()
+        if elements < numel:
+            raise TorchScriptArchiveError(f"storage {key} holds {elements} elements, {numel} declared")
         untyped = torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if raw else torch.UntypedStorage(0)
-        storage = torch.storage.TypedStorage(wrap_storage=untyped, dtype=storage_type.dtype, _internal=True)
-        if storage.size() < numel:
-            raise TorchScriptArchiveError(f"storage {key} holds {storage.size()} elements, {numel} declared")
-        return storage
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=storage_type.dtype, _internal=True)
 
 
 def _collect(obj: _ScriptObject, declared: dict[str, set[str]], prefix: str, out: dict) -> None:

@@ -61,6 +61,28 @@ def _check_against_launch(cfg, ds_config: dict) -> None:
     resolve_ds_config(ds_config, cfg, world_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
 
 
+def _zero_shot_class_names(zero_shot_labels: str) -> Optional[list[str]]:
+    if not zero_shot_labels:
+        return None
+    from vidprism_ds.data.presets import load_class_names
+    label_file = zero_shot_labels if Path(zero_shot_labels).is_file() else ""
+    return load_class_names("custom" if label_file else zero_shot_labels, label_file)
+
+
+def _check_shards(cfg, zero_shot_labels: str) -> None:
+    """Shard folders, manifests and class lists (the loaders' start-up checks) as a ConfigError: one line
+    naming the file, in seconds, before any process group, model or worker exists."""
+    from vidprism_ds.data.loaders import check_shards_at_start
+    from vidprism_ds.data.presets import load_class_names
+
+    try:
+        num_classes = cfg.model.num_classes or len(load_class_names(cfg.data.dataset, cfg.data.labels))
+        check_shards_at_start(cfg.data, num_classes, train=not cfg.train.eval_only,
+                              eval_class_names=_zero_shot_class_names(zero_shot_labels))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -68,6 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_run_config(args)
         if not is_demo:  # the demo makes its own shards; any other run fails here, not after the model is built
             check_run_data(cfg)
+            _check_shards(cfg, args.zero_shot_labels)
         from vidprism_ds.train.ds_config import read_ds_config
         ds_config = read_ds_config(args.deepspeed_config)
         _check_against_launch(cfg, ds_config)
@@ -83,11 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from vidprism_ds.train.demo_report import run_demo
             return run_demo(cfg, ds_config, with_baseline=not args.no_baseline and not cfg.train.eval_only)
         from vidprism_ds.train.loop import run_experiment
-        zero_shot = None
-        if args.zero_shot_labels:
-            from vidprism_ds.data.presets import load_class_names
-            label_file = args.zero_shot_labels if Path(args.zero_shot_labels).is_file() else ""
-            zero_shot = load_class_names("custom" if label_file else args.zero_shot_labels, label_file)
+        zero_shot = _zero_shot_class_names(args.zero_shot_labels)
         result = run_experiment(cfg, ds_config, export_path=args.export, zero_shot_class_names=zero_shot)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)

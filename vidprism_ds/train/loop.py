@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from vidprism_ds.config.io import to_dict
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
-from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, eval_batch_videos
+from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, check_shards_at_start, eval_batch_videos
 from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
 from vidprism_ds.data.transforms import frames_to_device, normalise
 from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
@@ -117,6 +117,11 @@ class Trainer:
 
         self.class_names = load_class_names(cfg.data.dataset, cfg.data.labels)
         self.num_classes = cfg.model.num_classes or len(self.class_names)
+        self.eval_class_names = eval_class_names
+        # shard folders, manifests and class lists, before anything slow: the evaluation loader is
+        # otherwise built (and checked) only at the first evaluation, possibly hours in
+        check_shards_at_start(cfg.data, self.num_classes, train=not cfg.train.eval_only,
+                              eval_class_names=eval_class_names)
         built = build_video_model(cfg.model, self.num_classes, cfg.data.num_frames, seed=cfg.train.seed)
         self.model = built.model
         if cfg.train.init_from:
@@ -137,7 +142,7 @@ class Trainer:
         self.train_loader = None
         if not cfg.train.eval_only:
             self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.rank,
-                                                   self.world_size, seed=cfg.train.seed)
+                                                   self.world_size, seed=cfg.train.seed, num_classes=self.num_classes)
             self.train_loader.pin_memory = self.on_gpu
         self.steps_per_epoch = (len(self.train_loader) // cfg.train.grad_accum) if self.train_loader else 0
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
@@ -305,11 +310,12 @@ class Trainer:
         cfg = self.cfg
         # videos per batch bounded in bytes (data.eval_chunk_mib): a 4 x 3-view batch of 32-frame videos
         # is ~58 MB a video, and workers x prefetch batches of it sit in host memory
-        loader = build_eval_loader(cfg.data, None, eval_batch_videos(cfg.data, cfg.train.micro_batch), self.rank,
-                                   self.world_size)
-        loader.pin_memory = self.on_gpu
         text = self.zero_shot_text_cd if zero_shot else None
         num_classes = text.shape[0] if text is not None else self.num_classes
+        loader = build_eval_loader(cfg.data, None, eval_batch_videos(cfg.data, cfg.train.micro_batch), self.rank,
+                                   self.world_size, num_classes=num_classes,
+                                   class_names=self.eval_class_names if zero_shot else None)
+        loader.pin_memory = self.on_gpu
         weights_sum = []
 
         def record_weights(module, args, output):
