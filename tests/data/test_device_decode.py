@@ -58,5 +58,8 @@ def test_cuda_decode_on_a_cpu_trainer_fails_at_start_naming_the_key(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this process has a GPU")
     cfg = load_config(None, ["data.decode_device=cuda", f"train.output_dir={tmp_path}"])
+    environ = dict(__import__("os").environ)
     with pytest.raises(ConfigError, match=r"^data\.decode_device: cuda"):
         Trainer(cfg, {})
+    # refused before any process group: the launcher variables of this (test) process are untouched
+    assert dict(__import__("os").environ) == environ and not torch.distributed.is_initialized()

@@ -21,7 +21,6 @@ names the file and the first offending keys.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from open_clip.model import resize_pos_embed
 from torch import nn
 
 from vidprism_ds.model.torchscript_archive import TorchScriptArchiveError, read_torchscript_state_dict
+from vidprism_ds.utils.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +143,9 @@ def read_clip_state_dict(path: PathLike) -> tuple[dict[str, torch.Tensor], str]:
     return state_dict, weights_format  # type: ignore[return-value]
 
 
-def weights_file_digest(path: PathLike, chunk_bytes: int = 1 << 22) -> str:
+def weights_file_digest(path: PathLike) -> str:
     """SHA-256 of a file's bytes (hex): the identity of a weights file in cache keys."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,22 +18,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import functools
+import types
 import warnings
 
 import torch
 from torch import nn
 
+_MOE_UTILS: Optional[types.ModuleType] = None
 
-@functools.cache
-def _moe_utils():
+
+def _moe_utils() -> types.ModuleType:
     """megatron-core's routing maths, imported on first use: the import costs seconds and is only
     needed with experts_per_rate > 1. Its warnings about the absent Transformer Engine/Apex fused
-    kernels are expected (the pure-torch functions used here do not need them)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
-        from megatron.core.transformer.moe import moe_utils
-    return moe_utils
+    kernels are expected (the pure-torch functions used here do not need them).
+
+    Memoised in a plain global rather than ``functools.cache``: torch.compile traces through a cache
+    wrapper into the body, and ``warnings.catch_warnings`` there is a graph break in every forward.
+    ``RateGroupRouter.__init__`` imports eagerly, so a traced ``route`` only reads the global.
+    """
+    global _MOE_UTILS
+    if _MOE_UTILS is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
+            from megatron.core.transformer.moe import moe_utils
+        _MOE_UTILS = moe_utils
+    return _MOE_UTILS
 
 
 @dataclass
@@ -60,6 +69,7 @@ class RateGroupRouter(nn.Module):
         self.topk = topk
         self.capacity_factor = capacity_factor
         self.gate = nn.Linear(dim, num_experts, bias=False)
+        _moe_utils()  # import now, outside any torch.compile trace of route()
 
     def route(self, stream_bld: torch.Tensor) -> RoutedStreams:
         batch, length, dim = stream_bld.shape

@@ -20,7 +20,6 @@ Every checkpoint file is loaded without running code (``vidprism_ds.train.checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -32,7 +31,7 @@ import torch.distributed as dist
 
 from vidprism_ds.parallel import ParallelContext
 from vidprism_ds.parallel.checkpoint import load_module_weights, save_expert_files
-from vidprism_ds.utils.files import atomic_write_text, translate_out_of_space
+from vidprism_ds.utils.files import atomic_write_text, file_sha256, translate_out_of_space
 
 META_FILE = "vidprism_meta.json"
 LATEST_FILE = "latest"
@@ -64,17 +63,9 @@ def read_meta(tag_dir: Path) -> Optional[CheckpointMeta]:
         return None
 
 
-def _sha256(path: Path, chunk_bytes: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tag_file_records(tag_dir: Path) -> dict[str, dict]:
     """Size and SHA-256 of every file of a tag (the metadata file aside)."""
-    return {str(path.relative_to(tag_dir)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {str(path.relative_to(tag_dir)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
             for path in sorted(tag_dir.rglob("*")) if path.is_file() and path.name != META_FILE}
 
 
@@ -88,7 +79,7 @@ def verify_tag(tag_dir: Path, meta: CheckpointMeta) -> Optional[str]:
         if size != record["bytes"]:
             return f"{name} has {size} bytes, {record['bytes']} were written (truncated or overwritten)"
     for name, record in meta.files.items():  # sizes first: cheap, and what a killed flush leaves
-        if _sha256(tag_dir / name) != record["sha256"]:
+        if file_sha256(tag_dir / name) != record["sha256"]:
             return f"{name} does not match its checksum (corrupt)"
     return None
 

@@ -101,12 +101,12 @@ def _load_init_weights(model, cfg: ExperimentConfig) -> None:
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, ds_config: dict, eval_class_names: Optional[list[str]] = None):
         self.cfg = cfg
+        if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():  # before any process group
+            raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
+                              "use cpu")
         self.rank, self.world_size, self.device = init_distributed()
         self.on_gpu = self.device.type == "cuda"
         self.dtype = training_dtype(cfg.train.precision, self.on_gpu)
-        if cfg.data.decode_device == "cuda" and not self.on_gpu:
-            raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
-                              "use cpu")
         if not self.on_gpu and "OMP_NUM_THREADS" not in os.environ:
             # Processes sharing the cores: oversubscribed threads only add scheduling overhead.
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))

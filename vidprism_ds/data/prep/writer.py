@@ -13,10 +13,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 import tarfile
 from pathlib import Path
 from typing import Any, Optional
+
+from vidprism_ds.utils.files import atomic_write_bytes, fsync_directory
 
 REPORTS_DIR = "reports"
 PARTIAL_SUFFIX = ".partial"
@@ -30,25 +31,11 @@ def report_path(out_dir: Path, name: str) -> Path:
     return out_dir / REPORTS_DIR / (Path(name).stem + ".json")
 
 
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file_atomically(path: Path, data: bytes) -> None:
     """Readers see the old file or the new one, never a torn one. The temporary name is unique to this
     call: several processes may write the same file at once (the array tasks of a sharding job that
     finish together all write the merged manifest), and each must rename its own complete copy."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    fsync_directory(path.parent)
+    atomic_write_bytes(path, data)
 
 
 def write_json_atomically(path: Path, payload: Any) -> None:
