@@ -23,6 +23,7 @@ import torch
 
 from vidprism_ds.config.schema import ConfigError, HeadConfig
 from vidprism_ds.model.head import VidPrismHead
+from vidprism_ds.utils.files import atomic_torch_save
 
 # official prefix -> ours; longest first so nested names win
 _PREFIX_MAP = (
@@ -134,9 +135,7 @@ def convert_checkpoint(in_path: str | Path, out_path: str | Path, **overrides: A
     }
     if "model_state_dict" in checkpoint:
         payload["visual_state_dict"] = official_visual_state(checkpoint)
-    tmp = Path(str(out_path) + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out_path)
+    atomic_torch_save(payload, out_path)
     return payload
 
 

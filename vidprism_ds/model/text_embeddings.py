@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidprism_ds.utils.files import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -143,21 +144,6 @@ def _read_cache(path: Path, material: dict[str, object], num_classes: int,
     return embeddings_cd.float()
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
 def class_text_embeddings(clip_model: nn.Module, tokenizer: Tokenizer, class_names: Sequence[str],
                           cache_dir: Optional[Union[str, os.PathLike]], backbone_key: str,
                           batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
@@ -181,7 +167,7 @@ def class_text_embeddings(clip_model: nn.Module, tokenizer: Tokenizer, class_nam
     logger.info("text embeddings: cache miss %s; encoding %d classes x %d templates (backbone %s)",
                 path, len(class_names), len(PROMPT_TEMPLATES), backbone_key)
     embeddings_cd = compute_class_text_embeddings(clip_model, tokenizer, class_names, batch_size)
-    _atomic_torch_save({"key": material, "embeddings_cd": embeddings_cd}, path)
+    atomic_torch_save({"key": material, "embeddings_cd": embeddings_cd}, path)
     return embeddings_cd
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from vidprism_ds.parallel.apply import find_expert_head
 from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
+from vidprism_ds.utils.files import atomic_torch_save
 
 EXPERT_DIR = "experts"
 
@@ -55,9 +56,7 @@ def save_expert_files(model: nn.Module, ctx: ParallelContext, ckpt_dir: str | os
     for expert_id, expert in _local_experts(model):
         path = expert_file(ckpt_dir, expert_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(_cpu_state(expert), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(_cpu_state(expert), path)
         written.append(path)
     return written
 

@@ -11,17 +11,15 @@ from typing import Optional
 import torch
 
 from vidprism_ds.config.schema import LoggingConfig
+from vidprism_ds.model.losses import diversity_between_experts
 
 
 def expert_specialisation(expert_means_bed: torch.Tensor) -> float:
     """Mean off-diagonal cosine similarity between the experts' pooled outputs (lower = more specialised)."""
-    num_experts = expert_means_bed.shape[1]
-    if num_experts < 2:
-        return float("nan")
-    unit = torch.nn.functional.normalize(expert_means_bed.detach().float(), dim=-1)
-    sim_bee = unit @ unit.transpose(1, 2)
-    off_diagonal = sim_bee.sum(dim=(1, 2)) - sim_bee.diagonal(dim1=1, dim2=2).sum(dim=1)
-    return float((off_diagonal / (num_experts * (num_experts - 1))).mean())
+    if expert_means_bed.shape[1] < 2:
+        return float("nan")  # one expert: nothing to compare (the loss term is 0 there)
+    # the same quantity the default mode's diversity loss minimises
+    return float(diversity_between_experts(expert_means_bed.detach().float()))
 
 
 def wandb_mode(cfg: LoggingConfig, environ=os.environ) -> str:

@@ -99,3 +99,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
+    import torch  # here: the shard writer's processes use this module without torch
+
+    with atomic_file(path) as handle:
+        torch.save(obj, handle)
