@@ -302,7 +302,7 @@ def release(trainer) -> None:
 
 
 def head_section(settings: Settings, device: torch.device, official_repo: Path | None) -> dict:
-    from bench.head import _official_module
+    from bench.head import _official_module, time_fwd_bwd
     from vidprism_ds.config.schema import HeadConfig
     from vidprism_ds.model.head import VidPrismHead
 
@@ -317,7 +317,7 @@ def head_section(settings: Settings, device: torch.device, official_repo: Path |
         return out.logits.float().sum() + out.rank_loss.float() + out.diversity_loss.float()
 
     repeats = dict(warmup=settings.warmup_steps, repeats=settings.timed_steps)
-    rows = {"ours_official_mode_ms": time_fwd_bwd(ours_step, device, **repeats)}
+    rows = {"ours_official_mode_ms": round(1e3 * time_fwd_bwd(ours_step, device=device, **repeats), 2)}
     if official_repo is None:
         rows["official"] = "not run: pass --official-repo (a checkout of the official VidPrism code)"
         return rows
@@ -328,22 +328,9 @@ def head_section(settings: Settings, device: torch.device, official_repo: Path |
         logits, _, _, div, rank = official(x_btd, batch, frames)
         return logits.float().sum() + rank.float() + div.float()
 
-    rows["official_module_ms"] = time_fwd_bwd(official_step, device, **repeats)
+    rows["official_module_ms"] = round(1e3 * time_fwd_bwd(official_step, device=device, **repeats), 2)
     rows["official_over_ours"] = round(rows["official_module_ms"] / rows["ours_official_mode_ms"], 2)
     return rows
-
-
-def time_fwd_bwd(step, device: torch.device, warmup: int = 3, repeats: int = 10) -> float:
-    for _ in range(warmup):
-        step().backward()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step().backward()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return round(1e3 * statistics.median(times), 2)
 
 
 # ------------------------------------------------------------------------------------------------ loader

@@ -42,13 +42,20 @@ from vidprism_ds.model.head import VidPrismHead  # noqa: E402
 from vidprism_ds.utils.op_count import count_fwd_bwd_ops  # noqa: E402
 
 
-def time_fwd_bwd(step, warmup: int, repeats: int) -> float:
+def time_fwd_bwd(step, warmup: int, repeats: int, device: torch.device = torch.device("cpu")) -> float:
+    """Median seconds of ``step().backward()``; on a GPU each timing waits for the queued kernels."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(warmup):
         step().backward()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step().backward()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -160,12 +167,12 @@ def main() -> None:
         extra_columns = " - | - |" if args.compile else ""
         for name, step in variants:
             ops = count_fwd_bwd_ops(step).total
-            ms = 1000 * time_fwd_bwd(step, warmup=2, repeats=args.repeats)
+            ms = 1000 * time_fwd_bwd(step, warmup=2, repeats=args.repeats, device=device)
             print(f"| {name} | {batch} | {ms:.1f} | {ops} |{extra_columns}", flush=True)
         for name, step in compiled_variants:
             compile_s = compile_first_step(step)
             kernels, ops = compiled_launches(step)
-            ms = 1000 * time_fwd_bwd(step, warmup=2, repeats=args.repeats)
+            ms = 1000 * time_fwd_bwd(step, warmup=2, repeats=args.repeats, device=device)
             print(f"| {name} | {batch} | {ms:.1f} | {ops} | {kernels} | {compile_s:.0f} |", flush=True)
 
 

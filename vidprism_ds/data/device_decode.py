@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from vidprism_ds.data.damage import DamagedSample, damage_marker, is_damaged
+from vidprism_ds.data.damage import DamagedSample
 from vidprism_ds.data.sampling import segment_indices
-from vidprism_ds.data.stages import TrainClipSettings, current_slot, decoder_message, read_member, seeded_rng
+from vidprism_ds.data.stages import (TrainClipSettings, current_slot, decoder_message, map_undamaged, read_member,
+                                     seeded_rng)
 from vidprism_ds.data.transforms import ClipAugmentation, draw_clip_augmentation, to_grayscale
 
 AUGMENT_FIELDS = 6  # left, top, right, bottom, flip, grayscale
@@ -110,14 +111,7 @@ def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, se
                         world_size: int) -> Iterator[dict]:
     """The pipeline stage that replaces ``stages.to_train_clips`` (same random stream, no decode)."""
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
-    for sample in samples:
-        if is_damaged(sample):
-            yield sample
-            continue
-        try:
-            yield train_jpeg_clip(sample, settings, rng)
-        except DamagedSample as err:
-            yield damage_marker(sample, str(err))
+    yield from map_undamaged(samples, lambda sample: train_jpeg_clip(sample, settings, rng))
 
 
 def crop_resize_float(frames_t3hw: torch.Tensor, box: Sequence[float], size: int) -> torch.Tensor:

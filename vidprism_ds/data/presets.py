@@ -80,7 +80,8 @@ def get_preset(name: str) -> DatasetPreset:
 
 
 def is_direction_sensitive(dataset: str) -> bool:
-    """True for presets that must not be flipped (custom datasets choose with data.hflip: validation.effective_hflip)."""
+    """True for presets that must not be flipped (custom datasets choose with data.hflip; see
+    vidprism_ds.config.validation.effective_hflip)."""
     return dataset in PRESETS and PRESETS[dataset].direction_sensitive
 
 

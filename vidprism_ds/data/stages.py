@@ -18,7 +18,7 @@ import random
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import default_collate
@@ -143,6 +143,24 @@ def eval_sample_source(shard_sizes: Sequence[tuple[str, int]], rank: int, world_
 # ---------------------------------------------------------------------------------------------- filters
 
 
+def map_undamaged(samples: Iterator[dict], make: Callable[[dict], Optional[dict]]) -> Iterator[dict]:
+    """The loop of every stage that can find a sample damaged: damage markers pass on untouched; ``make``
+    turns each other sample into its output (None: not a sample, dropped), and a ``DamagedSample`` it
+    raises turns that sample into a marker naming the reason. Samples are processed in order, so a
+    stage's random stream is drawn exactly as a plain loop would."""
+    for sample in samples:
+        if is_damaged(sample):
+            yield sample
+            continue
+        try:
+            output = make(sample)
+        except DamagedSample as err:
+            yield damage_marker(sample, str(err))
+            continue
+        if output is not None:
+            yield output
+
+
 def shuffle_buffer(samples: Iterator[dict], bufsize: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[dict]:
     """Shuffle buffer of ``bufsize`` samples. While it fills, two samples go in per sample out, so the
     first batch does not wait for a full buffer (as webdataset's shuffle does)."""
@@ -172,19 +190,15 @@ def keep_safe_members(samples: Iterator[dict], num_classes: Optional[int] = None
     A group of members with none of the three (a stray file in the tar) is not a sample and is passed
     over. A sample lacking some of them, whose ``json`` or ``cls`` does not parse, or whose label is not
     in ``[0, num_classes)`` (when given) becomes a damage marker."""
-    for sample in samples:
-        if is_damaged(sample):
-            yield sample
-            continue
+    def safe_members(sample: dict) -> Optional[dict]:
         frames = sorted(k for k in sample if FRAME_MEMBER.match(k))
         if not frames and "json" not in sample and "cls" not in sample:
-            continue
-        try:
-            yield {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
-                   "__index__": sample.get("__index__", -1), "frames_jpeg": [sample[k] for k in frames],
-                   **_parse_json_and_cls(sample, bool(frames), num_classes)}
-        except DamagedSample as err:
-            yield damage_marker(sample, str(err))
+            return None
+        return {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
+                "__index__": sample.get("__index__", -1), "frames_jpeg": [sample[k] for k in frames],
+                **_parse_json_and_cls(sample, bool(frames), num_classes)}
+
+    yield from map_undamaged(samples, safe_members)
 
 
 def _parse_json_and_cls(sample: dict, has_frames: bool, num_classes: Optional[int]) -> dict:
@@ -303,31 +317,22 @@ def eval_clip_views(num_available: int, settings: EvalClipSettings, load) -> tor
 def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
                    world_size: int) -> Iterator[dict]:
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
-    for sample in samples:
-        if is_damaged(sample):
-            yield sample
-            continue
+
+    def clip(sample: dict) -> dict:
         jpegs = sample["frames_jpeg"]
-        try:
-            frames = train_clip(len(jpegs), settings, rng, lambda picks: decode_jpegs(jpegs, picks))
-        except DamagedSample as err:
-            yield damage_marker(sample, str(err))
-            continue
-        yield {"frames": frames, "label": sample["label"]}
+        frames = train_clip(len(jpegs), settings, rng, lambda picks: decode_jpegs(jpegs, picks))
+        return {"frames": frames, "label": sample["label"]}
+
+    yield from map_undamaged(samples, clip)
 
 
 def to_eval_views(samples: Iterator[dict], settings: EvalClipSettings) -> Iterator[dict]:
-    for sample in samples:
-        if is_damaged(sample):
-            yield sample
-            continue
+    def views(sample: dict) -> dict:
         jpegs = sample["frames_jpeg"]
-        try:
-            frames = eval_clip_views(len(jpegs), settings, lambda picks: decode_jpegs(jpegs, picks))
-        except DamagedSample as err:
-            yield damage_marker(sample, str(err))
-            continue
-        yield {"frames": frames, "label": sample["label"], "index": sample["__index__"], "valid": True}
+        frames = eval_clip_views(len(jpegs), settings, lambda picks: decode_jpegs(jpegs, picks))
+        return {"frames": frames, "label": sample["label"], "index": sample["__index__"], "valid": True}
+
+    yield from map_undamaged(samples, views)
 
 
 def padding_sample(settings: EvalClipSettings) -> dict:

@@ -69,28 +69,13 @@ def _zero_shot_class_names(zero_shot_labels: str) -> Optional[list[str]]:
     return load_class_names("custom" if label_file else zero_shot_labels, label_file)
 
 
-def _check_shards(cfg, zero_shot_labels: str) -> None:
-    """Shard folders, manifests and class lists (the loaders' start-up checks) as a ConfigError: one line
-    naming the file, in seconds, before any process group, model or worker exists."""
-    from vidprism_ds.data.loaders import check_shards_at_start
-    from vidprism_ds.data.presets import load_class_names
-
-    try:
-        num_classes = cfg.model.num_classes or len(load_class_names(cfg.data.dataset, cfg.data.labels))
-        check_shards_at_start(cfg.data, num_classes, train=not cfg.train.eval_only,
-                              eval_class_names=_zero_shot_class_names(zero_shot_labels))
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"data: {err}") from None
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         is_demo = args.config is None
         cfg = load_run_config(args)
         if not is_demo:  # the demo makes its own shards; any other run fails here, not after the model is built
-            check_run_data(cfg)
-            _check_shards(cfg, args.zero_shot_labels)
+            check_run_data(cfg)  # the trainer checks the shards' contents before any process group
         from vidprism_ds.train.ds_config import read_ds_config
         ds_config = read_ds_config(args.deepspeed_config)
         _check_against_launch(cfg, ds_config)

@@ -42,7 +42,7 @@ from vidprism_ds.train.memory import report_and_check
 from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_train_line
 from vidprism_ds.train.signals import StopRequest
 from vidprism_ds.train.step_log import StepLossLog
-from vidprism_ds.utils.files import atomic_file, atomic_write_text
+from vidprism_ds.utils.files import atomic_torch_save, atomic_write_text
 
 
 @dataclass
@@ -98,12 +98,26 @@ def _load_init_weights(model, cfg: ExperimentConfig) -> None:
                            f"{missing[:5]}, unexpected {unexpected[:5]})")
 
 
+def _check_inputs(cfg: ExperimentConfig, num_classes: int, eval_class_names: Optional[list[str]]) -> None:
+    """What the run reads, checked before anything slow, as one ConfigError naming the key or file: the
+    decode device, and the shard folders, manifests and class lists (the evaluation loader is otherwise
+    built, and checked, only at the first evaluation, possibly hours in)."""
+    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
+                          "use cpu")
+    try:
+        check_shards_at_start(cfg.data, num_classes, train=not cfg.train.eval_only, eval_class_names=eval_class_names)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, ds_config: dict, eval_class_names: Optional[list[str]] = None):
         self.cfg = cfg
-        if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():  # before any process group
-            raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
-                              "use cpu")
+        self.class_names = load_class_names(cfg.data.dataset, cfg.data.labels)
+        self.num_classes = cfg.model.num_classes or len(self.class_names)
+        self.eval_class_names = eval_class_names
+        _check_inputs(cfg, self.num_classes, eval_class_names)  # in seconds, before any process group
         self.rank, self.world_size, self.device = init_distributed()
         self.on_gpu = self.device.type == "cuda"
         self.dtype = training_dtype(cfg.train.precision, self.on_gpu)
@@ -115,13 +129,6 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.train.seed)
 
-        self.class_names = load_class_names(cfg.data.dataset, cfg.data.labels)
-        self.num_classes = cfg.model.num_classes or len(self.class_names)
-        self.eval_class_names = eval_class_names
-        # shard folders, manifests and class lists, before anything slow: the evaluation loader is
-        # otherwise built (and checked) only at the first evaluation, possibly hours in
-        check_shards_at_start(cfg.data, self.num_classes, train=not cfg.train.eval_only,
-                              eval_class_names=eval_class_names)
         built = build_video_model(cfg.model, self.num_classes, cfg.data.num_frames, seed=cfg.train.seed)
         self.model = built.model
         if cfg.train.init_from:
@@ -343,8 +350,7 @@ class Trainer:
             return None
         path = Path(path)
         # atomic: a full disk or a kill leaves the previous export (or none), never a truncated file
-        with atomic_file(path) as handle:
-            torch.save(state, handle)
+        atomic_torch_save(state, path)
         from vidprism_ds.config.io import dump_yaml
         atomic_write_text(path.with_suffix(".yaml"), dump_yaml(self.cfg))
         return path

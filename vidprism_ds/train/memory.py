@@ -39,6 +39,7 @@ from torch import nn
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.parallel.apply import find_expert_head, plan_placement
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
+from vidprism_ds.train.optim import uses_cpu_offload
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -381,9 +382,9 @@ def _count_rank_parameters(model: nn.Module, ep_size: int) -> _RankParameters:
 
 
 def _zero_settings(ds_config: dict) -> tuple[int, bool]:
+    """(ZeRO stage, optimizer offloaded to the CPU): the offload test is the optimizer builder's own."""
     zero = ds_config.get("zero_optimization") or {}
-    offload = (zero.get("offload_optimizer") or {}).get("device") == "cpu"
-    return int(zero.get("stage", 0)), offload
+    return int(zero.get("stage", 0)), uses_cpu_offload(ds_config)
 
 
 def _training_dtype(ds_config: dict) -> torch.dtype:
