@@ -1,6 +1,6 @@
 """Official checkpoint import.
 
-The layout is built here from DESIGN.md's description of the official state dict. If a checkout of
+The layout is built here from docs/model.md#the-official-layout (the official state dict's keys). If a checkout of
 the official repository is available (``VIDPRISM_OFFICIAL_REPO=/path/to/VidPrism``), the import is
 also compared against the official module itself.
 """

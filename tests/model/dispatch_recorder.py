@@ -1,4 +1,4 @@
-from vidprism_ds.model.dispatch import LocalDispatcher
+from vidprism_ds.model.local_dispatch import LocalDispatcher
 
 
 class RecordingDispatcher(LocalDispatcher):

@@ -1,4 +1,4 @@
-"""Plain loop references written from DESIGN.md section 2, for checking the vectorised modules.
+"""Plain loop references written from docs/model.md#what-each-part-computes, for checking the vectorised modules.
 
 Every function loops over clips and windows the way the text describes the computation, reading
 the parameters of the project's modules. They are slow on purpose; ``bench/head.py`` also uses

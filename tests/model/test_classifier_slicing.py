@@ -49,7 +49,7 @@ def test_empty_map_leaves_the_state_alone_and_bad_sources_are_refused():
 def test_fresh_map_keeps_everything_but_the_classifier(tmp_path):
     """UCF101 from a K710 model: 101 new classifier rows, every other weight from the checkpoint."""
     from vidprism_ds.config import load_config
-    from vidprism_ds.train.loop import _load_init_weights
+    from vidprism_ds.train.trainer import load_init_weights as _load_init_weights
 
     k710_model = _model(710, seed=1)
     path = tmp_path / "k710.pt"

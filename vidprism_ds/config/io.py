@@ -5,6 +5,11 @@ Everything that turns untyped data (YAML, ``--set key=value``) into the typed tr
 whose message starts with the dotted key. Text that is not YAML at all fails as a ``ConfigError`` too,
 one line with the position (``FILE:LINE:COL: problem`` for a file), so train.py never shows a parser
 traceback.
+
+Not pydantic (installed, 2.x): on these plain dataclasses its lax mode accepts what ``_coerce`` refuses
+(unknown keys silently dropped, ``true`` as a number, the string ``"nan"`` as a float, ``"3"`` as an
+integer) and its strict mode refuses every mapping, so it would need its own dataclass types in schema.py
+plus a translation of its multi-line errors into the one ``key: problem`` line, which is no less code.
 """
 
 from __future__ import annotations

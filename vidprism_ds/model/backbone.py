@@ -1,4 +1,4 @@
-"""The CLIP backbone (DESIGN.md section 2.1): open_clip towers built offline, and the frame encoder.
+"""The CLIP backbone (docs/model.md#backbone, docs/backbone.md): open_clip towers built offline, and the frame encoder.
 
 ``build_frame_encoder(cfg)`` is the entry point: it builds an open_clip ``CLIP`` for
 ``cfg.arch`` (random init, or weights from ``cfg.pretrained_path``), and wraps its visual tower in a
@@ -15,7 +15,8 @@ open_clip's bundled BPE vocabulary.
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+import typing
+from typing import Any
 
 import open_clip
 import torch
@@ -24,13 +25,10 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from vidprism_ds.config.schema import BackboneConfig
+from vidprism_ds.config.schema import BackboneConfig, FreezeMode
+from vidprism_ds.config.validation import TINY_ARCH, check_backbone_arch, check_trainable_blocks
 from vidprism_ds.model.clip_weights import load_clip_weights, weights_file_digest
 
-TINY_ARCH = "tiny"
-# open_clip's bundled configs for the CLIP ViTs this project trains.
-NAMED_ARCHS = ("ViT-B-16", "ViT-B-32", "ViT-L-14")
-SUPPORTED_ARCHS = (TINY_ARCH,) + NAMED_ARCHS
 # Every supported arch uses CLIP's BPE vocabulary (49408 tokens) with 77-token prompts.
 CLIP_CONTEXT_LENGTH = 77
 CLIP_VOCAB_SIZE = 49408
@@ -44,8 +42,7 @@ TINY_HEAD_WIDTH = 32
 TINY_LAYERS = 2
 TINY_PATCH_SIZE = 16
 
-FreezeMode = Literal["none", "all", "partial"]
-FREEZE_MODES = ("none", "all", "partial")
+FREEZE_MODES = typing.get_args(FreezeMode)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -56,6 +53,7 @@ FREEZE_MODES = ("none", "all", "partial")
 def clip_model_config(arch: str, image_size: int) -> dict[str, Any]:
     """open_clip's model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) for ``arch`` at
     ``image_size``: the bundled JSON for the named archs, the tiny spec otherwise."""
+    check_backbone_arch(arch)
     if arch == TINY_ARCH:
         model_cfg: dict[str, Any] = {
             "embed_dim": TINY_EMBED_DIM,
@@ -64,15 +62,13 @@ def clip_model_config(arch: str, image_size: int) -> dict[str, Any]:
             "text_cfg": {"context_length": CLIP_CONTEXT_LENGTH, "vocab_size": CLIP_VOCAB_SIZE,
                          "width": TINY_WIDTH, "heads": TINY_WIDTH // TINY_HEAD_WIDTH, "layers": TINY_LAYERS},
         }
-    elif arch in NAMED_ARCHS:
+    else:  # one of vidprism_ds.config.validation.NAMED_ARCHS
         # A plain name (no "hf-hub:"/"local-dir:" schema) is looked up in open_clip's bundled configs
         # only; the returned dict is a private deep copy.
         model_cfg = open_clip.get_model_config(arch)
         if model_cfg is None:
             raise ValueError(f"open_clip {open_clip.__version__} has no bundled config for {arch!r}")
         model_cfg["vision_cfg"]["image_size"] = image_size
-    else:
-        raise ValueError(f"model.backbone.arch: {arch!r} is not one of {list(SUPPORTED_ARCHS)}")
 
     patch_size = model_cfg["vision_cfg"]["patch_size"]
     if image_size % patch_size != 0:
@@ -117,8 +113,7 @@ def _bundled_clip_tokenizer(context_length: int) -> SimpleTokenizer:
 def get_tokenizer(arch: str) -> SimpleTokenizer:
     """CLIP's BPE tokenizer from open_clip's bundled vocabulary file (offline). All supported archs,
     tiny included, share it; the instance is cached because reading the vocabulary takes ~0.1 s."""
-    if arch not in SUPPORTED_ARCHS:
-        raise ValueError(f"model.backbone.arch: {arch!r} is not one of {list(SUPPORTED_ARCHS)}")
+    check_backbone_arch(arch)
     return _bundled_clip_tokenizer(CLIP_CONTEXT_LENGTH)
 
 
@@ -144,12 +139,7 @@ class FrameEncoder(nn.Module):
         super().__init__()
         if freeze not in FREEZE_MODES:
             raise ValueError(f"model.backbone.freeze: {freeze!r} is not one of {list(FREEZE_MODES)}")
-        num_blocks = len(visual.transformer.resblocks)
-        if not 0 <= trainable_blocks <= num_blocks:
-            raise ValueError(f"model.backbone.trainable_blocks: {trainable_blocks} is outside "
-                             f"[0, {num_blocks}] (the backbone has {num_blocks} transformer blocks)")
-        if freeze != "partial" and trainable_blocks:
-            raise ValueError("model.backbone.trainable_blocks only applies with model.backbone.freeze=partial")
+        check_trainable_blocks(freeze, trainable_blocks, num_blocks=len(visual.transformer.resblocks))
         self.visual = visual
         self.freeze = freeze
         self.trainable_blocks = trainable_blocks
@@ -222,6 +212,6 @@ def build_frame_encoder(cfg: BackboneConfig, *, seed: int = 0) -> tuple[FrameEnc
 
 
 __all__ = [
-    "CLIP_CONTEXT_LENGTH", "FREEZE_MODES", "FrameEncoder", "NAMED_ARCHS", "SUPPORTED_ARCHS", "TINY_ARCH",
+    "CLIP_CONTEXT_LENGTH", "FREEZE_MODES", "FrameEncoder",
     "backbone_identity", "build_clip", "build_frame_encoder", "clip_model_config", "get_tokenizer",
 ]

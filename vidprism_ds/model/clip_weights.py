@@ -1,4 +1,4 @@
-"""Loading CLIP weights from local files into open_clip models (DESIGN.md section 2.1).
+"""Loading CLIP weights from local files into open_clip models (docs/backbone.md#weight-files).
 
 Three sources are understood:
 

@@ -1,7 +1,7 @@
-"""Temporal experts (DESIGN.md section 2.4): what an expert computes, nothing about where it runs.
+"""Temporal experts (docs/model.md#temporal-experts): what an expert computes, nothing about where it runs.
 
 All experts share one architecture, a post-norm Transformer layer; they are heterogeneous by the
-stream they read (its sampling rate). Routing and placement live in ``dispatch.py`` and
+stream they read (its sampling rate). Routing and placement live in ``local_dispatch.py`` and
 ``vidprism_ds.parallel``.
 """
 

@@ -1,4 +1,4 @@
-"""Dynamic bidirectional interaction between slow and fast streams (DESIGN.md section 2.3).
+"""Dynamic bidirectional interaction between slow and fast streams (docs/model.md#bidirectional-fusion).
 
 Every ordered pair (i -> j) of streams of different speed has a gate
 ``g = sigmoid(MLP([mean_t s_i ; mean_t s_j]))`` and an update: slow -> fast interpolates s_i to s_j's

@@ -6,46 +6,26 @@ One ``mode`` switch selects the official numerics or the fixed default (see docs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import nn
 
 from vidprism_ds.config.schema import HeadConfig
-from vidprism_ds.model.dispatch import ExpertDispatcher, LocalDispatcher
 from vidprism_ds.model.experts import TemporalExpert
 from vidprism_ds.model.fusion import BidirectionalFusion
-from vidprism_ds.model.losses import balance_loss, diversity_between_experts, official_diversity
-from vidprism_ds.model.readout import AttentionReadout
+from vidprism_ds.model.head_output import ExpertReadoutHead, HeadOutput
 from vidprism_ds.model.routing import RateGroupRouter
 from vidprism_ds.model.sampler import ContentAwareSampler, StridedPoolSampler
-
-
-@dataclass
-class HeadOutput:
-    logits: torch.Tensor  # (B, classes)
-    expert_weights: torch.Tensor  # (B, E) readout attention mass per expert
-    fused: torch.Tensor  # (B, D) readout output
-    projection: torch.Tensor  # (B, D) for the text-contrastive loss
-    expert_means: torch.Tensor  # (B, E, D) mean output token of each expert
-    rank_loss: torch.Tensor
-    diversity_loss: torch.Tensor
-    balance_loss: torch.Tensor
-    router_aux_loss: torch.Tensor
-    router_z_loss: torch.Tensor
-    keep_indices: list[torch.Tensor] = field(default_factory=list)  # per rate, (B, n_windows)
 
 
 def max_stream_length(num_frames: int, rate: int) -> int:
     return -(-num_frames // rate)
 
 
-class VidPrismHead(nn.Module):
+class VidPrismHead(ExpertReadoutHead):
     def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
-        super().__init__()
-        self.cfg = cfg
-        self.official = cfg.mode == "official"
+        super().__init__(cfg, max_frames)
         rates = list(cfg.sampling_rates)
         self.rates = rates
         if cfg.use_sampler:
@@ -72,12 +52,7 @@ class VidPrismHead(nn.Module):
         self.routers = (nn.ModuleList([RateGroupRouter(dim, cfg.experts_per_rate, cfg.router_topk,
                                                        cfg.router_capacity_factor) for _ in rates])
                         if cfg.experts_per_rate > 1 else None)
-        self.max_frames = max_frames
-        # Not a submodule: placement is applied after construction (vidprism_ds.parallel).
-        self.dispatcher: ExpertDispatcher = LocalDispatcher()
-        self.readout = AttentionReadout(dim, cfg.readout_heads)
-        self.classifier = nn.Linear(dim, num_classes)
-        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self._build_readout_and_outputs(dim, num_classes, cfg.readout_heads)
 
     @property
     def num_experts(self) -> int:
@@ -96,23 +71,8 @@ class VidPrismHead(nn.Module):
         if self.fusion is not None:
             streams = self.fusion(streams)
         expert_outputs, router_aux, router_z = self._run_experts(streams)
-        fused_bd, expert_weights_be = self.readout(expert_outputs)
-        expert_means_bed = torch.stack([o.mean(dim=1) for o in expert_outputs], dim=1)
-        diversity = official_diversity(expert_means_bed) if self.official else diversity_between_experts(expert_means_bed)
-        zero = x_btd.new_zeros(())
-        return HeadOutput(
-            logits=self.classifier(fused_bd),
-            expert_weights=expert_weights_be,
-            fused=fused_bd,
-            projection=self.projection(fused_bd),
-            expert_means=expert_means_bed,
-            rank_loss=rank_loss,
-            diversity_loss=diversity,
-            balance_loss=balance_loss(expert_weights_be),
-            router_aux_loss=router_aux if router_aux is not None else zero,
-            router_z_loss=router_z if router_z is not None else zero,
-            keep_indices=[s.keep_index_bl for s in sampled],
-        )
+        return self._read_out(expert_outputs, x_btd, rank_loss=rank_loss, router_aux_loss=router_aux,
+                              router_z_loss=router_z, keep_indices=[s.keep_index_bl for s in sampled])
 
     def _run_experts(self, streams: list[torch.Tensor]):
         """Streams (one per rate) -> one output per rate, plus router losses when experts are routed."""

@@ -22,23 +22,16 @@ from typing import Optional
 import torch
 from torch import nn
 
-from vidprism_ds.config.schema import ConfigError, HeadConfig
-from vidprism_ds.model.dispatch import ExpertDispatcher, LocalDispatcher
+from vidprism_ds.config.schema import HeadConfig
+from vidprism_ds.config.validation import check_experts_per_rate
 from vidprism_ds.model.experts import TemporalExpert
-from vidprism_ds.model.head import HeadOutput
-from vidprism_ds.model.losses import balance_loss, diversity_between_experts, official_diversity
-from vidprism_ds.model.readout import AttentionReadout
+from vidprism_ds.model.head_output import ExpertReadoutHead, HeadOutput
 
 
-class HomogeneousHead(nn.Module):
+class HomogeneousHead(ExpertReadoutHead):
     def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
-        super().__init__()
-        if cfg.experts_per_rate != 1:
-            raise ConfigError(f"model.head.experts_per_rate: must be 1 with model.variant=homogeneous, "
-                              f"got {cfg.experts_per_rate}")
-        self.cfg = cfg
-        self.official = cfg.mode == "official"
-        self.max_frames = max_frames
+        super().__init__(cfg, max_frames)
+        check_experts_per_rate("homogeneous", cfg.experts_per_rate)
         num_experts = len(cfg.sampling_rates)
         # Kept as a number: after expert parallelism ``self.experts`` holds only this rank's experts.
         self._num_experts = num_experts
@@ -47,11 +40,7 @@ class HomogeneousHead(nn.Module):
                                    max_positions=max_frames if cfg.expert_pos_embed else 0)
             for e in range(num_experts)
         })
-        # Not a submodule: placement is applied after construction (vidprism_ds.parallel).
-        self.dispatcher: ExpertDispatcher = LocalDispatcher()
-        self.readout = AttentionReadout(dim, cfg.readout_heads)
-        self.classifier = nn.Linear(dim, num_classes)
-        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self._build_readout_and_outputs(dim, num_classes, cfg.readout_heads)
 
     @property
     def num_experts(self) -> int:
@@ -62,21 +51,7 @@ class HomogeneousHead(nn.Module):
         return [num_frames] * self.num_experts
 
     def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
-        # importance_prior_bt only shapes the sampler's rank loss; there is no sampler here.
+        # importance_prior_bt only shapes the sampler's rank loss. There is no sampler here (the rank
+        # loss is 0) and no router (the router losses are 0).
         expert_outputs = self.dispatcher([x_btd] * self.num_experts, self.experts)
-        fused_bd, expert_weights_be = self.readout(expert_outputs)
-        expert_means_bed = torch.stack([o.mean(dim=1) for o in expert_outputs], dim=1)
-        diversity = official_diversity(expert_means_bed) if self.official else diversity_between_experts(expert_means_bed)
-        zero = x_btd.new_zeros(())
-        return HeadOutput(
-            logits=self.classifier(fused_bd),
-            expert_weights=expert_weights_be,
-            fused=fused_bd,
-            projection=self.projection(fused_bd),
-            expert_means=expert_means_bed,
-            rank_loss=zero,
-            diversity_loss=diversity,
-            balance_loss=balance_loss(expert_weights_be),
-            router_aux_loss=zero,
-            router_z_loss=zero,
-        )
+        return self._read_out(expert_outputs, x_btd)

@@ -1,4 +1,4 @@
-"""Loss terms of VidPrism (DESIGN.md section 2.7) and their weighted sum.
+"""Loss terms of VidPrism (docs/model.md#heads-and-losses) and their weighted sum.
 
 The weights come from the config (``LossWeights``); nothing here or in the training loop hard-codes
 them. Each term is a function of tensors so the tests can check it against a loop reference.

@@ -1,4 +1,4 @@
-"""Attention readout (DESIGN.md section 2.5): one learned query over all experts' tokens."""
+"""Attention readout (docs/model.md#readout): one learned query over all experts' tokens."""
 
 from __future__ import annotations
 

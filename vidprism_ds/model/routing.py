@@ -24,6 +24,8 @@ import warnings
 import torch
 from torch import nn
 
+from vidprism_ds.config.validation import check_router_topk
+
 _MOE_UTILS: Optional[types.ModuleType] = None
 
 
@@ -63,8 +65,7 @@ def expert_capacity(batch: int, num_experts: int, topk: int, capacity_factor: Op
 class RateGroupRouter(nn.Module):
     def __init__(self, dim: int, num_experts: int, topk: int, capacity_factor: Optional[float]):
         super().__init__()
-        if not 1 <= topk <= num_experts:
-            raise ValueError(f"router_topk={topk} must be in [1, experts_per_rate={num_experts}]")
+        check_router_topk(topk, num_experts)
         self.num_experts = num_experts
         self.topk = topk
         self.capacity_factor = capacity_factor

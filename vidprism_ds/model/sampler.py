@@ -1,4 +1,4 @@
-"""Content-aware multi-rate sampling (DESIGN.md section 2.2), vectorised over clips and windows.
+"""Content-aware multi-rate sampling (docs/model.md#content-aware-sampler), vectorised over clips and windows.
 
 For a rate r the T frame tokens are cut into consecutive windows of r (the last may be shorter).
 Each window keeps its most salient token and folds the others into it, weighted by how strongly
@@ -41,7 +41,7 @@ def _window_layout(num_frames: int, rate: int, device: torch.device) -> tuple[in
 class ContentAwareSampler(nn.Module):
     """One rate's sampler: keeps one token per window of ``rate`` frames.
 
-    ``normalise_over_window`` selects the merge weights. True (default mode) uses DESIGN.md's
+    ``normalise_over_window`` selects the merge weights. True (default mode) uses the method's
     ``w_j = A[j,k] / (sum_j' A[j',k] + eps)``, a convex combination of the other tokens. False
     reproduces the official code, which divides each ``A[j,k]`` by itself (its sum runs over the
     keep axis of size 1), so every other token is added with weight ~1.

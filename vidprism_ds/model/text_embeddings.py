@@ -1,4 +1,4 @@
-"""Class text embeddings from the 28-template prompt ensemble (DESIGN.md section 2.8), cached on disk.
+"""Class text embeddings from the 28-template prompt ensemble (docs/backbone.md#class-text-embeddings), cached on disk.
 
 Each class name is written into 28 prompts (4 prefixes x 7 forms, the official recipe's list), encoded
 by CLIP's text tower; each prompt embedding is L2-normalised, the 28 are averaged, and the mean is

@@ -10,7 +10,8 @@ from torch import nn
 
 from vidprism_ds.config.schema import ModelConfig
 from vidprism_ds.model.backbone import FrameEncoder, build_frame_encoder
-from vidprism_ds.model.head import HeadOutput, VidPrismHead
+from vidprism_ds.model.head import VidPrismHead
+from vidprism_ds.model.head_output import HeadOutput, build_classifier_and_projection
 from vidprism_ds.model.homogeneous_head import HomogeneousHead
 
 
@@ -20,8 +21,7 @@ class MeanPoolHead(nn.Module):
     def __init__(self, dim: int, num_classes: int):
         super().__init__()
         self.ln = nn.LayerNorm(dim)
-        self.classifier = nn.Linear(dim, num_classes)
-        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.classifier, self.projection = build_classifier_and_projection(dim, num_classes)
 
     def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
         fused_bd = self.ln(x_btd.mean(dim=1))

@@ -7,7 +7,8 @@ from typing import Optional
 from torch import nn
 
 from vidprism_ds.parallel.context import ParallelContext
-from vidprism_ds.parallel.dispatcher import ExpertParallelDispatcher
+from vidprism_ds.parallel.deepspeed_private import mark_expert_parameters
+from vidprism_ds.parallel.expert_parallel_dispatch import ExpertParallelDispatcher
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
 from vidprism_ds.parallel.placement import ExpertPlacement, place_experts
 
@@ -29,14 +30,10 @@ def find_expert_head(model: nn.Module) -> Optional[nn.Module]:
 
 
 def plan_placement(head: nn.Module, ep_size: int) -> ExpertPlacement:
+    """Balance the experts' forward FLOPs at the head's longest clip (``head.max_frames``)."""
     experts = head.experts
-    num_experts = len(experts)
-    any_expert = experts["0"]
-    dim = next(p for p in any_expert.parameters() if p.dim() > 1).shape[-1]
-    if hasattr(head, "expert_stream_lengths"):
-        lengths = head.expert_stream_lengths(head.max_frames)
-    else:  # homogeneous experts: every expert reads the same stream
-        lengths = [1] * num_experts
+    dim = next(p for p in experts["0"].parameters() if p.dim() > 1).shape[-1]
+    lengths = head.expert_stream_lengths(head.max_frames)
     costs = [expert_stream_cost(length, experts[str(e)], dim) for e, length in enumerate(lengths)]
     return place_experts(costs, ep_size)
 
@@ -56,11 +53,8 @@ def parallelize_model(model: nn.Module, ctx: ParallelContext) -> Optional[Expert
     placement = plan_placement(head, ctx.ep_size)
     local = {e: head.experts[str(e)] for e in placement.local_experts(ctx.ep_rank)}
     for expert in local.values():
-        for param in expert.parameters():
-            # DeepSpeed's marks for expert parameters (deepspeed.moe.utils.is_moe_param): no all-reduce
-            # over the whole data-parallel group, only over this expert's replicas.
-            param.allreduce = False
-            param.group_name = ctx.group_name
+        # Gradients reduced over this expert's replicas only, not the whole data-parallel group.
+        mark_expert_parameters(expert, ctx.group_name)
     head.experts = LocalExpertShard(local, placement, ctx.group_name)
     head.dispatcher = ExpertParallelDispatcher(placement, ctx.ep_group, ctx.ep_rank)
     return placement

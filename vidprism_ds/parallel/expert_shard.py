@@ -7,6 +7,8 @@ DeepSpeed's homogeneous gated FFN experts, so this subclass deliberately skips `
 would build a gate and copies of one expert) and provides only what the engine reads: ``num_experts``,
 ``ep_size``, ``expert_group_name``, ``num_local_experts`` and the parameter path
 ``deepspeed_moe.experts.deepspeed_experts.<slot>`` that its checkpoint code renames per global expert.
+That list is ``deepspeed_private.MOE_ATTRIBUTES_READ_BY_ENGINE`` and ``MOE_LOCAL_EXPERTS_PATH``;
+tests/parallel/test_deepspeed_private.py checks it against the installed DeepSpeed.
 
 DeepSpeed numbers an expert file by ``ep_rank * num_local_experts + slot``; with the balanced placement
 that "slot id" is not the VidPrism expert id, so those files are only reused at the same ``ep_size``.

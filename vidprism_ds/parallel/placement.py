@@ -13,15 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidprism_ds.config.schema import ConfigError
-
-
-def expert_stream_flops(tokens: int, dim: int, ffn_mult: int) -> float:
-    """Forward FLOPs of one post-norm Transformer layer on one stream of ``tokens`` tokens.
-
-    QKV + output projections 8*L*D^2, FFN 4*mult*L*D^2, attention scores and weighted sum 4*L^2*D.
-    """
-    return 8.0 * tokens * dim * dim + 4.0 * ffn_mult * tokens * dim * dim + 4.0 * tokens * tokens * dim
+from vidprism_ds.config.validation import check_ep_size
 
 
 @dataclass(frozen=True)
@@ -50,13 +42,7 @@ class ExpertPlacement:
 
 def place_experts(costs: list[float], ep_size: int) -> ExpertPlacement:
     num_experts = len(costs)
-    if ep_size < 1:
-        raise ConfigError(f"parallel.ep_size: must be >= 1, got {ep_size}")
-    if num_experts % ep_size != 0:
-        raise ConfigError(
-            f"parallel.ep_size: {ep_size} does not divide the model's {num_experts} experts "
-            f"(len(model.head.sampling_rates) x model.head.experts_per_rate); every EP rank holds the same "
-            f"number of experts")
+    check_ep_size(ep_size, num_experts)
     per_rank_limit = num_experts // ep_size
     load = [0.0] * ep_size
     count = [0] * ep_size

@@ -1,9 +1,10 @@
-"""Who sends which stream to which expert: the dispatcher, kept apart from the experts themselves.
+"""Dispatch inside one process: every expert input goes to an expert held by this process.
 
-The head builds one stream per rate and hands the list to a dispatcher together with its expert
-modules. ``LocalDispatcher`` runs stream e through expert e in-process. The expert-parallel
-dispatcher in ``vidprism_ds.parallel`` has the same interface, so the model code never changes when
-experts move to other ranks.
+The head builds one input per expert and hands the list to a dispatcher together with its expert
+modules, so which process runs an expert is kept apart from what the expert computes.
+``LocalDispatcher`` runs input e through expert e here. The dispatcher that exchanges inputs between
+expert-parallel ranks (``vidprism_ds.parallel.expert_parallel_dispatch``) has the same interface, so
+the model code never changes when experts move to other ranks.
 """
 
 from __future__ import annotations

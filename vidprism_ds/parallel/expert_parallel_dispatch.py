@@ -1,6 +1,7 @@
-"""The expert-parallel dispatcher: send each expert's input streams to the rank that owns the expert.
+"""Dispatch between expert-parallel ranks: all-to-all of each expert's input streams to the rank that
+owns the expert, and of the results back.
 
-Same interface as ``vidprism_ds.model.dispatch.LocalDispatcher``: ``inputs[e]`` is the (N_e, L_e, D)
+Same interface as ``vidprism_ds.model.local_dispatch.LocalDispatcher``: ``inputs[e]`` is the (N_e, L_e, D)
 batch for global expert e; the result is the matching list of outputs. Every rank of an EP group calls it
 with the same shapes (the loaders deliver equal batches per rank), so all split sizes are known without
 communicating them. One ``all_to_all_single`` carries every stream out and one carries the results back;
