@@ -30,10 +30,10 @@ from PIL import Image
 
 from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import build_raw_train_loader, build_train_loader
-from vidprism_ds.data.prep.encode import FrameSettings
 from vidprism_ds.data.prep.run import ShardJob, run_sharding
 from vidprism_ds.data.presets import SYNTHETIC_CLASSES
-from vidprism_ds.data.synthetic import write_video
+from vidprism_ds.data.sampling import FrameSettings
+from vidprism_ds.data.generated_videos import write_video
 from vidprism_ds.data.video_lists import read_video_list
 
 

@@ -8,7 +8,8 @@ import torch
 from vidprism_ds.analysis.__main__ import main
 from vidprism_ds.analysis.loading import load_export
 from vidprism_ds.config import dump_yaml, load_config
-from vidprism_ds.data.synthetic import render_video, write_video
+from vidprism_ds.data.generated_videos import write_video
+from vidprism_ds.data.synthetic import render_video
 from vidprism_ds.model.video_model import build_video_model
 
 OVERRIDES = ["model.backbone.image_size=32", "data.image_size=32", "data.num_frames=8", "data.num_workers=0"]

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from vidprism_ds.data.prep.encode import FrameSettings
+from vidprism_ds.data.generated_videos import write_video
 from vidprism_ds.data.prep.run import ShardJob, run_sharding
 from vidprism_ds.data.presets import SYNTHETIC_CLASSES
-from vidprism_ds.data.synthetic import render_video, write_video
+from vidprism_ds.data.sampling import FrameSettings
+from vidprism_ds.data.synthetic import render_video
 from vidprism_ds.data.video_lists import read_video_list
 
 REPO = Path(__file__).resolve().parents[2]

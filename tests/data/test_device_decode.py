@@ -53,7 +53,7 @@ def test_collate_packs_each_frame_once_in_clip_order():
 def test_cuda_decode_on_a_cpu_trainer_fails_at_start_naming_the_key(tmp_path):
     from vidprism_ds.config import load_config
     from vidprism_ds.config.schema import ConfigError
-    from vidprism_ds.train.loop import Trainer
+    from vidprism_ds.train.trainer import Trainer
 
     if torch.cuda.is_available():
         pytest.skip("this process has a GPU")

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from vidprism_ds.config.schema import DataConfig
-from vidprism_ds.data import build_eval_loader, build_raw_eval_loader, build_raw_train_loader, build_train_loader
+from vidprism_ds.data import build_eval_loader, build_train_loader
 from vidprism_ds.data.damage import is_damaged
-from vidprism_ds.data.loaders import eval_plan
 from vidprism_ds.data.stages import keep_safe_members
 from vidprism_ds.data.tar_reader import shard_samples
 
@@ -46,13 +45,6 @@ def test_eval_sees_every_sample_exactly_once_over_two_ranks_and_two_workers(synt
     assert seen == Counter(range(10))  # every one of the 10 samples once, nothing twice
 
 
-def test_eval_plan_pads_every_worker_to_the_same_batch_count():
-    plan = eval_plan(num_samples=10, batch_size=3, world_size=2, num_workers=2)
-    assert (plan.batches_per_worker, plan.samples_per_worker, plan.batches_per_rank) == (1, 3, 2)
-    assert eval_plan(0, 4, 2, 2).batches_per_rank == 0
-    assert eval_plan(3, 2, 2, 2).batches_per_rank == 2  # more slots than samples: padding only
-
-
 def test_train_gives_equal_full_batches_per_rank_and_reseeds_per_epoch(synthetic_shards):
     cfg = _cfg(num_workers=2)
     loaders = [build_train_loader(cfg, synthetic_shards["dir"], 2, rank=r, world_size=2, seed=5) for r in range(2)]
@@ -76,24 +68,6 @@ def test_train_in_process_covers_the_labels_it_reads(synthetic_shards):
     assert len(loader) == 2
     labels = torch.cat([b["labels"] for b in loader]).tolist()
     assert sorted(labels) == sorted(label for _, label in synthetic_shards["rows"])  # one round of 10 samples
-
-
-def test_raw_loader_matches_the_shard_loader(synthetic_shards):
-    cfg = _cfg(num_workers=0, test_clips=2)
-    shard_batches = list(build_eval_loader(cfg, synthetic_shards["dir"], 5))
-    raw_batches = list(build_raw_eval_loader(cfg, synthetic_shards["list"], 5, video_root=synthetic_shards["root"]))
-    assert len(raw_batches) == len(shard_batches) == 2
-    for raw, shard in zip(raw_batches, shard_batches):
-        assert raw["frames"].shape == shard["frames"].shape
-        assert torch.equal(raw["labels"], shard["labels"]) and torch.equal(raw["index"], shard["index"])
-        # the same frames (the shards only add JPEG loss): far closer than two different videos are
-        raw_frames, shard_frames = raw["frames"].float() / 255, shard["frames"].float() / 255
-        same_video = (raw_frames - shard_frames).abs().mean()
-        other_video = (raw_frames - shard_frames.roll(1, dims=0)).abs().mean()
-        assert same_video < 0.05 and same_video < other_video / 4, (same_video, other_video)
-    train = build_raw_train_loader(cfg, synthetic_shards["list"], 4, video_root=synthetic_shards["root"])
-    batch = next(iter(train))
-    assert batch["frames"].shape == (4, 4, 3, 32, 32)
 
 
 class _Booby:
@@ -127,11 +101,3 @@ def test_only_frames_json_and_cls_are_read(tmp_path):
     assert set(kept) == {"__key__", "__url__", "__index__", "frames_jpeg", "meta", "label"}
     assert is_damaged(dropped) and dropped["__key__"] == "000000002" and "no frames" in dropped["__damage__"]
     assert not marker.exists()
-
-
-def test_direction_sensitive_datasets_are_never_flipped():
-    from vidprism_ds.data.loaders import _train_settings
-
-    assert _train_settings(_cfg(dataset="k400", hflip=True)).flip
-    assert not _train_settings(_cfg(dataset="k400", hflip=False)).flip
-    assert not _train_settings(_cfg(dataset="ssv2", hflip=True)).flip

@@ -17,8 +17,10 @@ Public API (imported lazily, so ``import vidprism_ds.data.presets`` stays light 
 uint8 RGB: ``vidprism_ds.data.transforms.frames_to_device`` CLIP-normalises a batch on the model's device.
 Rank and world size are arguments: nothing here reads ``torch.distributed``.
 
-Other modules: ``presets`` (label lists, class counts, direction sensitivity, K710 index maps),
-``video_lists`` (list formats), ``synthetic`` (``python -m vidprism_ds.data.synthetic``), ``prep``
+Modules: ``loaders`` (shard loaders and their start-up checks), ``raw`` (raw-video loaders), ``stages``
+(the pipeline stages), ``epoch_loader`` (``EpochLoader``, batches per epoch), ``presets`` (label lists,
+class counts, direction sensitivity, K710 index maps), ``video_lists`` (list formats), ``synthetic`` and
+``heldout_temporal`` (generated videos, written by ``generated_videos``), ``prep``
 (``data_prep/shard.py``), ``manifest``. Details: docs/data.md.
 """
 
@@ -29,9 +31,9 @@ import importlib
 _LAZY = {
     "build_train_loader": "vidprism_ds.data.loaders",
     "build_eval_loader": "vidprism_ds.data.loaders",
-    "build_raw_eval_loader": "vidprism_ds.data.loaders",
-    "build_raw_train_loader": "vidprism_ds.data.loaders",
-    "EpochLoader": "vidprism_ds.data.loaders",
+    "build_raw_eval_loader": "vidprism_ds.data.raw",
+    "build_raw_train_loader": "vidprism_ds.data.raw",
+    "EpochLoader": "vidprism_ds.data.epoch_loader",
 }
 
 __all__ = sorted(_LAZY)

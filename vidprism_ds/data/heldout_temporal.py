@@ -29,18 +29,15 @@ and ``DIR/labels.txt``; train with ``data.dataset=custom data.hflip=false data.l
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from vidprism_ds.data.synthetic import write_list, write_video
+from vidprism_ds.data.generated_videos import GeneratedDataset
 
 SHAPES = ("square", "triangle")
 DIRECTIONS = ("rising", "falling")
@@ -149,52 +146,12 @@ def render_video(seed_key: tuple, class_id: int, size: int, num_frames: int) -> 
     return render_base_frames(content)[order]
 
 
-def make_split(out_dir: Path, split: str, per_class: int, size: int, num_frames: int, fps: int,
-               seed: int) -> list[tuple[str, int]]:
-    rows = []
-    for k in range(per_class * len(HELDOUT_CLASSES)):
-        class_id = k % len(HELDOUT_CLASSES)
-        rel = f"videos/{split}/{split}_{k:05d}.mp4"
-        write_video(out_dir / rel, render_video((seed, split, k), class_id, size, num_frames), fps=fps)
-        rows.append((rel, class_id))
-    return rows
-
-
-def make_dataset(out_dir: str | Path, train_per_class: int = 16, val_per_class: int = 8, size: int = 32,
-                 num_frames: int = 16, fps: int = 8, seed: int = 0) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"labels": out_dir / "labels.txt"}
-    paths["labels"].write_text("".join(f"{name}\n" for name in HELDOUT_CLASSES), encoding="utf-8")
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        paths[split] = out_dir / f"{split}.txt"
-        write_list(paths[split], make_split(out_dir, split, per_class, size, num_frames, fps, seed))
-    return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidprism_ds.data.heldout_temporal",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--train-per-class", type=int, default=16)
-    parser.add_argument("--val-per-class", type=int, default=8)
-    parser.add_argument("--size", type=int, default=32, help="frame width = height (even)")
-    parser.add_argument("--frames", type=int, default=16, help="frames per video (even, >= 8)")
-    parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.size < 16 or args.size % 2:
-        parser.error("--size must be an even number >= 16")
-    if args.frames < 8 or args.frames % 2:
-        parser.error("--frames must be an even number >= 8")
-    if args.train_per_class < 0 or args.val_per_class < 0 or args.fps < 1:
-        parser.error("--train-per-class/--val-per-class must be >= 0 and --fps >= 1")
-    paths = make_dataset(args.out, args.train_per_class, args.val_per_class, args.size, args.frames, args.fps,
-                         args.seed)
-    print(f"wrote {args.train_per_class * len(HELDOUT_CLASSES)} train and "
-          f"{args.val_per_class * len(HELDOUT_CLASSES)} val videos; lists: {paths['train']}, {paths['val']}; "
-          f"labels: {paths['labels']}")
-    return 0
+DATASET = GeneratedDataset(
+    prog="python -m vidprism_ds.data.heldout_temporal", description=__doc__.split("\n\n")[0],
+    class_names=HELDOUT_CLASSES, render_video=render_video, video_path="videos/{split}/{split}_{k:05d}{extension}",
+    train_per_class=16, val_per_class=8, size=32, frames=16, min_frames=8, even_frames=True, codec_option=False)
+make_dataset = DATASET.make_dataset
+main = DATASET.main
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Loaders: WebDataset pipelines (explicit stage lists) over the shards, plus raw-video loaders.
+"""Shard loaders: WebDataset pipelines (explicit stage lists, ``stages``) over the shards, and their
+start-up checks. The raw-video loaders are in ``raw``; ``EpochLoader`` and the epoch plans in
+``epoch_loader``.
 
 Each ``build_*`` returns an ``EpochLoader``: iterate it for one epoch of batches, ``len()`` is the
 number of batches this rank gets per epoch (the same on every rank), ``set_epoch(e)`` reseeds shard
@@ -28,74 +30,17 @@ more than ``data.max_bad_samples`` in one epoch on one worker stops with ``TooMa
 from __future__ import annotations
 
 import functools
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset
 
 from vidprism_ds.config.schema import DataConfig
-from vidprism_ds.config.validation import effective_hflip
-from vidprism_ds.data import device_decode, raw, stages
+from vidprism_ds.data import device_decode, stages
 from vidprism_ds.data.damage import DamageLog, skip_damaged
+from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
 from vidprism_ds.data.manifest import ShardManifest, check_classes, check_shard_files, load_manifest
 from vidprism_ds.data.presets import CUSTOM, get_preset, load_class_names
-from vidprism_ds.data.video_lists import read_video_list
-
-
-class EpochLoader:
-    """Batches of one epoch per iteration; a fresh ``DataLoader`` over a freshly seeded pipeline.
-
-    Frames leave it as uint8 (``vidprism_ds.data.transforms.frames_to_device`` normalises them on the
-    model's device). ``pin_memory`` (set by the trainer on GPU runs) makes the loader's thread copy each
-    batch into page-locked memory, so the host-to-device copy is asynchronous and overlaps compute.
-    """
-
-    def __init__(self, make_pipeline: Callable[[int], IterableDataset], batches_per_epoch: int, num_workers: int,
-                 num_samples: int):
-        self._make_pipeline = make_pipeline
-        self.batches_per_epoch = batches_per_epoch
-        self.num_workers = num_workers
-        self.num_samples = num_samples  # samples (videos) in the whole dataset, over all ranks
-        self.epoch = 0
-        self.pin_memory = False
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        loader = DataLoader(self._make_pipeline(self.epoch), batch_size=None, num_workers=self.num_workers,
-                            persistent_workers=False, prefetch_factor=2 if self.num_workers > 0 else None,
-                            pin_memory=self.pin_memory)
-        yield from loader
-
-
-# ---------------------------------------------------------------------------------------------- plans
-
-
-def train_batches_per_rank(num_samples: int, micro_batch: int, world_size: int) -> int:
-    """Epoch length from the manifest: one pass over the data, rounded down to whole global batches."""
-    return max(1, num_samples // (micro_batch * world_size))
-
-
-@dataclass(frozen=True)
-class EvalPlan:
-    batches_per_worker: int
-    samples_per_worker: int  # after padding: batches_per_worker x batch_size
-    batches_per_rank: int
-
-
-def eval_plan(num_samples: int, batch_size: int, world_size: int, num_workers: int) -> EvalPlan:
-    workers = max(1, num_workers)
-    largest_range = math.ceil(num_samples / (world_size * workers))
-    batches = math.ceil(largest_range / batch_size)
-    return EvalPlan(batches, batches * batch_size, batches * workers)
 
 
 def eval_batch_videos(cfg: DataConfig, micro_batch: int) -> int:
@@ -105,24 +50,7 @@ def eval_batch_videos(cfg: DataConfig, micro_batch: int) -> int:
     return max(1, min(micro_batch, cfg.eval_chunk_mib * 2 ** 20 // video_bytes))
 
 
-def _train_settings(cfg: DataConfig) -> stages.TrainClipSettings:
-    # a direction-sensitive preset is never flipped, whatever data.hflip says (validation also refuses it)
-    return stages.TrainClipSettings(num_frames=cfg.num_frames, image_size=cfg.image_size,
-                                    crop_scale_min=cfg.crop_scale_min,
-                                    flip=effective_hflip(cfg),
-                                    grayscale_prob=cfg.grayscale_prob)
-
-
-def _eval_settings(cfg: DataConfig) -> stages.EvalClipSettings:
-    return stages.EvalClipSettings(num_frames=cfg.num_frames, image_size=cfg.image_size, clips=cfg.test_clips,
-                                   crops=cfg.test_crops)
-
-
-def _check_rank(rank: int, world_size: int, batch_size: int) -> None:
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+# ---------------------------------------------------------------------------------------------- start-up checks
 
 
 def _shard_dir(given: Optional[str | Path], configured: str, key: str) -> Path:
@@ -202,7 +130,7 @@ def train_pipeline(shards: list[tuple[str, int]], cfg: DataConfig, micro_batch: 
         functools.partial(stages.shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
         functools.partial(stages.keep_safe_members, num_classes=num_classes),
-        functools.partial(to_clips, settings=_train_settings(cfg), seed=seed, epoch=epoch, rank=rank,
+        functools.partial(to_clips, settings=stages.TrainClipSettings.from_config(cfg), seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
         # a sample can turn out damaged only once its frames are read (above): the worker's share is
         # counted after it is dropped, so a damaged sample never costs a batch (the source is endless)
@@ -222,7 +150,7 @@ def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], mi
     ``num_classes``: the model's class count; a sample whose label is outside it is skipped as damaged
     (default: the manifest's ``num_classes``). ``class_names``: the list the manifest's ``classes`` must
     equal (default: data.labels, else the preset's list)."""
-    _check_rank(rank, world_size, micro_batch)
+    check_rank(rank, world_size, micro_batch)
     shard_dir = _shard_dir(shard_dir, data_cfg.train_shards, "data.train_shards")
     manifest, label_limit = checked_manifest(shard_dir, data_cfg, num_classes, class_names)
     shards = [(s.path, s.samples) for s in manifest.shards if s.samples > 0]
@@ -237,7 +165,7 @@ def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], mi
 def eval_pipeline(shard_sizes: list[tuple[str, int]], cfg: DataConfig, batch_size: int, rank: int, world_size: int,
                   plan: EvalPlan, num_classes: Optional[int], epoch: int) -> wds.DataPipeline:
     del epoch  # evaluation is the same every epoch
-    settings = _eval_settings(cfg)
+    settings = stages.EvalClipSettings.from_config(cfg)
     return wds.DataPipeline(
         functools.partial(stages.eval_sample_source, shard_sizes, rank, world_size),
         functools.partial(stages.keep_safe_members, num_classes=num_classes),
@@ -260,73 +188,10 @@ def build_eval_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], bat
 
     ``num_classes`` and ``class_names`` as in ``build_train_loader``; a zero-shot evaluation passes its
     own class list (the validation shards hold another dataset than data.dataset/data.labels)."""
-    _check_rank(rank, world_size, batch_size)
+    check_rank(rank, world_size, batch_size)
     shard_dir = _shard_dir(shard_dir, data_cfg.val_shards, "data.val_shards")
     manifest, label_limit = checked_manifest(shard_dir, data_cfg, num_classes, class_names)
     shard_sizes = [(s.path, s.samples) for s in manifest.shards]
     plan = eval_plan(manifest.num_samples, batch_size, world_size, data_cfg.num_workers)
     make = functools.partial(eval_pipeline, shard_sizes, data_cfg, batch_size, rank, world_size, plan, label_limit)
     return EpochLoader(make, plan.batches_per_rank, data_cfg.num_workers, manifest.num_samples)
-
-
-# ---------------------------------------------------------------------------------------------- raw videos
-
-
-def _raw_entries(cfg: DataConfig, list_file: Optional[str | Path], video_root: Optional[str | Path]):
-    list_file = list_file or cfg.val_list
-    if not list_file:
-        raise ValueError("no video list: pass one or set data.val_list")
-    root = video_root or cfg.video_root or Path(list_file).parent
-    class_names = load_class_names(cfg.dataset, cfg.labels) if (cfg.labels or cfg.dataset != "custom") else None
-    entries, _ = read_video_list(list_file, root, cfg.list_format, class_names)
-    return [e for e in entries if e.problem is None]
-
-
-def raw_eval_pipeline(entries, cfg: DataConfig, batch_size: int, rank: int, world_size: int, plan: EvalPlan,
-                      epoch: int) -> wds.DataPipeline:
-    del epoch
-    settings = _eval_settings(cfg)
-    return wds.DataPipeline(
-        functools.partial(raw.eval_entry_source, entries, rank, world_size),
-        functools.partial(raw.raw_to_eval_views, settings=settings),
-        functools.partial(stages.pad_to, count=plan.samples_per_worker, settings=settings),
-        wds.batched(batch_size, collation_fn=stages.collate_eval, partial=False),
-    )
-
-
-def build_raw_eval_loader(data_cfg: DataConfig, list_file: Optional[str | Path], batch_size: int, rank: int = 0,
-                          world_size: int = 1, video_root: Optional[str | Path] = None) -> EpochLoader:
-    """Like ``build_eval_loader`` but decoding the listed videos with decord on the fly (no shards).
-
-    ``list_file`` defaults to ``data_cfg.val_list``; paths are relative to ``video_root`` (default
-    ``data_cfg.video_root``, else the list's folder). Rows that cannot be used (unknown class) are left
-    out; a video that fails to decode is an invalid sample (``valid`` False) with its index."""
-    _check_rank(rank, world_size, batch_size)
-    entries = _raw_entries(data_cfg, list_file, video_root)
-    plan = eval_plan(len(entries), batch_size, world_size, data_cfg.num_workers)
-    make = functools.partial(raw_eval_pipeline, entries, data_cfg, batch_size, rank, world_size, plan)
-    return EpochLoader(make, plan.batches_per_rank, data_cfg.num_workers, len(entries))
-
-
-def raw_train_pipeline(entries, cfg: DataConfig, micro_batch: int, rank: int, world_size: int, seed: int,
-                       batches_per_rank: int, epoch: int) -> wds.DataPipeline:
-    return wds.DataPipeline(
-        functools.partial(stages.endless_permutations, [{"entry": e} for e in entries], seed, epoch, rank, world_size),
-        functools.partial(raw.raw_to_train_clips, settings=_train_settings(cfg), seed=seed, epoch=epoch, rank=rank,
-                          world_size=world_size),
-        functools.partial(stages.take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
-        wds.batched(micro_batch, collation_fn=stages.collate_train, partial=False),
-    )
-
-
-def build_raw_train_loader(data_cfg: DataConfig, list_file: Optional[str | Path], micro_batch: int, rank: int = 0,
-                           world_size: int = 1, seed: int = 0, video_root: Optional[str | Path] = None) -> EpochLoader:
-    """Training batches decoded from the listed videos on the fly (the benchmark's baseline; the shard
-    loader is the one to train with). Same batch format and epoch length rule as ``build_train_loader``."""
-    _check_rank(rank, world_size, micro_batch)
-    entries = _raw_entries(data_cfg, list_file, video_root)
-    if not entries:
-        raise ValueError("the video list has no usable rows")
-    batches = train_batches_per_rank(len(entries), micro_batch, world_size)
-    make = functools.partial(raw_train_pipeline, entries, data_cfg, micro_batch, rank, world_size, seed, batches)
-    return EpochLoader(make, batches, data_cfg.num_workers, len(entries))

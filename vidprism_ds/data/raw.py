@@ -1,6 +1,6 @@
-"""Stages that read raw video files with decord (no shards): quick evaluation, and the benchmark's
-on-the-fly baseline. They produce the same samples as the shard stages, so the rest of the pipeline
-(augmentation, padding, batching) is shared.
+"""Raw video files read with decord (no shards): the stages and the loaders built from them, for a
+quick evaluation and as the benchmark's on-the-fly baseline. They produce the same samples as the
+shard stages, so the rest of the pipeline (augmentation, padding, batching) is shared.
 
 Frames are chosen the way the sharder would keep them (``FrameSettings`` defaults: at most 64 frames
 spread over the video) and then segment-sampled, so a raw clip and a shard clip of the same video
@@ -9,18 +9,26 @@ see the same frames (up to JPEG loss).
 
 from __future__ import annotations
 
+import functools
 import random
 import warnings
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
 
 import torch
+import webdataset as wds
 
-from vidprism_ds.data.prep.encode import FrameSettings
-from vidprism_ds.data.sampling import base_frame_indices
-from vidprism_ds.data.stages import (EvalClipSettings, TrainClipSettings, current_slot, eval_clip_views,
-                                     padding_sample, seeded_rng, slot_range, train_clip)
+from vidprism_ds.config.schema import DataConfig
+from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
+from vidprism_ds.data.presets import CUSTOM, load_class_names
+from vidprism_ds.data.sampling import FrameSettings, base_frame_indices
+from vidprism_ds.data.stages import (EvalClipSettings, TrainClipSettings, collate_eval, collate_train, current_slot,
+                                     endless_permutations, eval_clip_views, pad_to, padding_sample, seeded_rng,
+                                     slot_range, take_worker_share, train_clip)
 from vidprism_ds.data.video_decode import OpenedVideo, VideoDecodeError, open_video, read_frames
-from vidprism_ds.data.video_lists import VideoEntry
+from vidprism_ds.data.video_lists import VideoEntry, read_video_list
+
+# ---------------------------------------------------------------------------------------------- stages
 
 
 def eval_entry_source(entries: Sequence[VideoEntry], rank: int, world_size: int) -> Iterator[dict]:
@@ -76,3 +84,66 @@ def raw_to_eval_views(items: Iterator[dict], settings: EvalClipSettings,
             yield {**padding_sample(settings), "index": item["__index__"]}
             continue
         yield {"frames": views, "label": entry.label, "index": item["__index__"], "valid": True}
+
+
+# ---------------------------------------------------------------------------------------------- loaders
+
+
+def _raw_entries(cfg: DataConfig, list_file: Optional[str | Path], video_root: Optional[str | Path]):
+    list_file = list_file or cfg.val_list
+    if not list_file:
+        raise ValueError("no video list: pass one or set data.val_list")
+    root = video_root or cfg.video_root or Path(list_file).parent
+    class_names = load_class_names(cfg.dataset, cfg.labels) if (cfg.labels or cfg.dataset != CUSTOM) else None
+    entries, _ = read_video_list(list_file, root, cfg.list_format, class_names)
+    return [e for e in entries if e.problem is None]
+
+
+def raw_eval_pipeline(entries, cfg: DataConfig, batch_size: int, rank: int, world_size: int, plan: EvalPlan,
+                      epoch: int) -> wds.DataPipeline:
+    del epoch
+    settings = EvalClipSettings.from_config(cfg)
+    return wds.DataPipeline(
+        functools.partial(eval_entry_source, entries, rank, world_size),
+        functools.partial(raw_to_eval_views, settings=settings),
+        functools.partial(pad_to, count=plan.samples_per_worker, settings=settings),
+        wds.batched(batch_size, collation_fn=collate_eval, partial=False),
+    )
+
+
+def build_raw_eval_loader(data_cfg: DataConfig, list_file: Optional[str | Path], batch_size: int, rank: int = 0,
+                          world_size: int = 1, video_root: Optional[str | Path] = None) -> EpochLoader:
+    """Like ``loaders.build_eval_loader`` but decoding the listed videos with decord on the fly (no shards).
+
+    ``list_file`` defaults to ``data_cfg.val_list``; paths are relative to ``video_root`` (default
+    ``data_cfg.video_root``, else the list's folder). Rows that cannot be used (unknown class) are left
+    out; a video that fails to decode is an invalid sample (``valid`` False) with its index."""
+    check_rank(rank, world_size, batch_size)
+    entries = _raw_entries(data_cfg, list_file, video_root)
+    plan = eval_plan(len(entries), batch_size, world_size, data_cfg.num_workers)
+    make = functools.partial(raw_eval_pipeline, entries, data_cfg, batch_size, rank, world_size, plan)
+    return EpochLoader(make, plan.batches_per_rank, data_cfg.num_workers, len(entries))
+
+
+def raw_train_pipeline(entries, cfg: DataConfig, micro_batch: int, rank: int, world_size: int, seed: int,
+                       batches_per_rank: int, epoch: int) -> wds.DataPipeline:
+    return wds.DataPipeline(
+        functools.partial(endless_permutations, [{"entry": e} for e in entries], seed, epoch, rank, world_size),
+        functools.partial(raw_to_train_clips, settings=TrainClipSettings.from_config(cfg), seed=seed, epoch=epoch,
+                          rank=rank, world_size=world_size),
+        functools.partial(take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
+        wds.batched(micro_batch, collation_fn=collate_train, partial=False),
+    )
+
+
+def build_raw_train_loader(data_cfg: DataConfig, list_file: Optional[str | Path], micro_batch: int, rank: int = 0,
+                           world_size: int = 1, seed: int = 0, video_root: Optional[str | Path] = None) -> EpochLoader:
+    """Training batches decoded from the listed videos on the fly (the benchmark's baseline; the shard
+    loader is the one to train with). Same batch format and epoch length rule as ``build_train_loader``."""
+    check_rank(rank, world_size, micro_batch)
+    entries = _raw_entries(data_cfg, list_file, video_root)
+    if not entries:
+        raise ValueError("the video list has no usable rows")
+    batches = train_batches_per_rank(len(entries), micro_batch, world_size)
+    make = functools.partial(raw_train_pipeline, entries, data_cfg, micro_batch, rank, world_size, seed, batches)
+    return EpochLoader(make, batches, data_cfg.num_workers, len(entries))

@@ -16,7 +16,19 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from typing import Optional
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """The sharder's frame settings: the first two pick the dense base (``base_frame_indices``), which the
+    raw-video loaders pick the same way, the last two say how the sharder stores the kept frames."""
+
+    max_frames: int = 64  # at most this many frames per video, spread evenly over it
+    target_fps: float = 0.0  # resample to this rate first (0 = keep every frame)
+    short_side: int = 256  # resize so the short side is this (never enlarged)
+    jpeg_quality: int = 90
 
 
 def base_frame_indices(num_frames: int, source_fps: float, max_frames: int, target_fps: float = 0.0) -> list[int]:

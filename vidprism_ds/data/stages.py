@@ -1,10 +1,14 @@
 """Pipeline stages: each is ``stage(samples: Iterator) -> Iterator`` (or a source ``() -> Iterator``).
 
-``vidprism_ds.data.loaders`` lists them in order inside ``webdataset.DataPipeline``. Randomness is
+``vidprism_ds.data.loaders`` and ``raw`` list them in order inside ``webdataset.DataPipeline``. Randomness is
 seeded from (seed, epoch, slot[, purpose]) where *slot* = rank x workers + worker: a rank or worker
 never shares a stream with another, and a run is reproducible. The rank and world size come in as
 arguments; the worker id is read from ``torch.utils.data.get_worker_info`` inside the stage, i.e. in the
 worker process that runs it.
+
+webdataset's own stages are used where they give what training needs (``split_by_worker``, the
+``shuffle`` buffer, ``batched`` in the loaders); where they cannot (the rank split, the epoch's shard
+order, the epoch length, the evaluation ranges), the stage here says why in its docstring.
 
 A damaged sample travels as a marker (``vidprism_ds.data.damage``): a stage that cannot use a sample
 yields a marker in its place, every stage passes markers on untouched, and ``damage.skip_damaged``
@@ -13,6 +17,7 @@ yields a marker in its place, every stage passes markers on untouched, and ``dam
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -21,9 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
+import webdataset as wds
 from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from vidprism_ds.config.schema import DataConfig
+from vidprism_ds.config.validation import effective_hflip
 from vidprism_ds.data.damage import LOST, DamagedSample, DamageLog, damage_marker, is_damaged
 from vidprism_ds.data.sampling import eval_clip_offsets, segment_indices
 from vidprism_ds.data.tar_reader import TarMember, shard_samples
@@ -71,25 +79,32 @@ def slot_range(total: int, slot: Slot) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------- sources
 
 
-def endless_permutations(items: Sequence[Any], seed: int, epoch: int, rank: int, world_size: int) -> Iterator[Any]:
-    """Endless stream of ``items`` for one slot (resampling: used for training shards and raw videos).
-
-    Round r is a permutation of all items seeded by (seed, epoch, r); the rounds are concatenated and
-    slot s takes every count-th item starting at s. Every slot gets items even when there are fewer
-    items than slots, and within an epoch the items are spread evenly over the slots.
-    """
+def permutation_rounds(items: Sequence[Any], seed: int, epoch: int) -> Iterator[Any]:
+    """Endless stream of ``items``: round r is a permutation of all of them seeded by (seed, epoch, r)."""
     if not items:
         raise ValueError("nothing to sample from: the shard/video list is empty")
-    slot = current_slot(rank, world_size)
-    position, round_index = 0, 0
-    while True:
+    for round_index in itertools.count():
         order = list(items)
         seeded_rng(seed, epoch, round_index, "order").shuffle(order)
-        for item in order:
-            if position % slot.count == slot.index:
-                yield item
-            position += 1
-        round_index += 1
+        yield from order
+
+
+def endless_permutations(items: Sequence[Any], seed: int, epoch: int, rank: int, world_size: int) -> Iterator[Any]:
+    """This slot's endless share of ``permutation_rounds`` (training shards and raw videos): slot s takes
+    every count-th item starting at s. Every slot gets items even when there are fewer items than slots,
+    and within an epoch the items are spread evenly over the slots.
+
+    webdataset's ``split_by_worker`` takes every workers-th item for this worker, then this rank takes
+    every world_size-th of those (position = worker + workers x (rank + world_size x k), i.e. slot
+    rank x workers + worker). The rank split is ours: ``wds.split_by_node`` reads the rank from RANK/
+    WORLD_SIZE or ``torch.distributed``, while here the rank is an argument (a test builds every rank's
+    loader in one process, and the data code never reads ``torch.distributed``). Nor is webdataset's
+    resampling source (``wds.ResampledShards``): it draws with replacement, so within an epoch some shards
+    would be read twice and others not at all. (``split_by_worker`` takes the worker from the WORKER and
+    NUM_WORKERS environment variables when both are set: they must not be, for training.)
+    """
+    for_this_worker = wds.split_by_worker(permutation_rounds(items, seed, epoch))
+    return itertools.islice(for_this_worker, rank, None, world_size)
 
 
 def read_shards(shards: Iterator[tuple[str, int]]) -> Iterator[dict]:
@@ -124,7 +139,10 @@ def eval_sample_source(shard_sizes: Sequence[tuple[str, int]], rank: int, world_
     """Raw samples of this slot's range, in global order, each with ``__index__`` (global position).
 
     A damage marker takes the positions it stands for (a shard that ends early: all its missing
-    samples), cut to this slot's range, so the range's samples are accounted for exactly once."""
+    samples), cut to this slot's range, so the range's samples are accounted for exactly once.
+
+    Not webdataset's splitters: they hand out whole shards, so slots would get sample counts that differ
+    by up to a shard; here a range may start or end inside a shard, and every sample knows its position."""
     for piece in eval_shard_ranges(shard_sizes, current_slot(rank, world_size)):
         position = 0
         for sample in shard_samples(piece.path, piece.samples):
@@ -162,25 +180,16 @@ def map_undamaged(samples: Iterator[dict], make: Callable[[dict], Optional[dict]
 
 
 def shuffle_buffer(samples: Iterator[dict], bufsize: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[dict]:
-    """Shuffle buffer of ``bufsize`` samples. While it fills, two samples go in per sample out, so the
-    first batch does not wait for a full buffer (as webdataset's shuffle does)."""
-    if bufsize <= 1:
-        yield from samples
-        return
-    samples = iter(samples)
+    """webdataset's shuffle buffer of ``bufsize`` samples (0 or 1: no shuffling); while it fills, two
+    samples go in per sample out, so the first batch does not wait for a full buffer.
+
+    The random stream is ours, handed to ``wds.shuffle`` as its ``rng``: seeded by (seed, epoch, slot), so
+    a resumed epoch shuffles exactly as the uninterrupted one. Left to itself ``wds.shuffle`` seeds from
+    the process id and the clock, ``seed=`` gives every worker and rank the same stream, and
+    ``wds.detshuffle`` seeds with seed + its own run counter (the same in every worker; seed 1 epoch 0
+    equals seed 0 epoch 1)."""
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "samples")
-    buffer: list[dict] = []
-    for sample in samples:
-        buffer.append(sample)
-        if len(buffer) < bufsize:
-            extra = next(samples, None)
-            if extra is not None:
-                buffer.append(extra)
-        pick = rng.randrange(len(buffer))
-        buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
-        yield buffer.pop()
-    rng.shuffle(buffer)
-    yield from buffer
+    return wds.shuffle(bufsize, initial=1, rng=rng)(iter(samples))
 
 
 def keep_safe_members(samples: Iterator[dict], num_classes: Optional[int] = None) -> Iterator[dict]:
@@ -220,15 +229,14 @@ def _parse_json_and_cls(sample: dict, has_frames: bool, num_classes: Optional[in
 
 def take_worker_share(samples: Iterator[dict], batches_per_rank: int, batch_size: int) -> Iterator[dict]:
     """This worker's share of the rank's fixed number of batches, as samples (the rank's workers
-    together give exactly ``batches_per_rank`` full batches)."""
+    together give exactly ``batches_per_rank`` full batches).
+
+    Not ``with_epoch``: webdataset's epoch length is one number for every worker, fixed before the
+    workers start, so a rank's batches could only be a multiple of its worker count. Here the first
+    ``batches_per_rank % workers`` workers take one batch more, and every rank runs exactly
+    ``batches_per_rank`` steps, as DeepSpeed's collectives need."""
     worker, workers = worker_id_and_count()
-    count = split_count(batches_per_rank, workers, worker) * batch_size
-    if count == 0:
-        return
-    for produced, sample in enumerate(samples, start=1):
-        yield sample
-        if produced >= count:
-            return
+    return itertools.islice(samples, split_count(batches_per_rank, workers, worker) * batch_size)
 
 
 # ---------------------------------------------------------------------------------------------- clips
@@ -280,6 +288,12 @@ class TrainClipSettings:
     flip: bool
     grayscale_prob: float
 
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> TrainClipSettings:
+        # a direction-sensitive preset is never flipped, whatever data.hflip says (validation also refuses it)
+        return cls(num_frames=cfg.num_frames, image_size=cfg.image_size, crop_scale_min=cfg.crop_scale_min,
+                   flip=effective_hflip(cfg), grayscale_prob=cfg.grayscale_prob)
+
 
 @dataclass(frozen=True)
 class EvalClipSettings:
@@ -287,6 +301,10 @@ class EvalClipSettings:
     image_size: int
     clips: int
     crops: int
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> EvalClipSettings:
+        return cls(num_frames=cfg.num_frames, image_size=cfg.image_size, clips=cfg.test_clips, crops=cfg.test_crops)
 
     @property
     def views(self) -> int:

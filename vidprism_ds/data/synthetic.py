@@ -32,18 +32,14 @@ official ``relative/path label`` format (relative to DIR) and ``DIR/labels.txt``
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from vidprism_ds.data.generated_videos import GeneratedDataset
 from vidprism_ds.data.presets import SYNTHETIC_CLASSES
-
-CONTAINER_OF_CODEC = {"libx264": ".mp4", "h264": ".mp4", "mpeg4": ".avi", "libvpx-vp9": ".webm", "libvpx": ".webm"}
 
 
 def class_frame_order(class_id: int, num_frames: int) -> list[int]:
@@ -106,83 +102,13 @@ def render_video(seed_key: tuple, class_id: int, size: int, num_frames: int) -> 
     return render_base_frames(content)[class_frame_order(class_id, num_frames)]
 
 
-def write_video(path: str | Path, frames_nhwc: np.ndarray, fps: int = 8, codec: str = "libx264",
-                pix_fmt: str = "yuv420p", options: dict | None = None) -> None:
-    """Encode uint8 RGB frames into a real video file with PyAV (single-threaded: deterministic)."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames_nhwc.shape[1:3]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        stream.thread_count = 1
-        default_options = {"crf": "18", "preset": "veryfast"} if codec in ("libx264", "h264") else {}
-        stream.options = {**default_options, **(options or {})}
-        for frame_hw3 in frames_nhwc:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_hw3), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def folder_name(class_name: str) -> str:
-    return class_name.replace(" ", "_")
-
-
-def make_split(out_dir: Path, split: str, per_class: int, size: int, num_frames: int, fps: int, seed: int,
-               codec: str = "libx264") -> list[tuple[str, int]]:
-    """Render and encode one split; returns (path relative to out_dir, label) in list order."""
-    extension = CONTAINER_OF_CODEC.get(codec, ".mp4")
-    rows = []
-    for k in range(per_class * len(SYNTHETIC_CLASSES)):
-        class_id = k % len(SYNTHETIC_CLASSES)
-        rel = f"videos/{split}/{folder_name(SYNTHETIC_CLASSES[class_id])}/{split}_{k:05d}{extension}"
-        write_video(out_dir / rel, render_video((seed, split, k), class_id, size, num_frames), fps=fps, codec=codec)
-        rows.append((rel, class_id))
-    return rows
-
-
-def write_list(path: Path, rows: Sequence[tuple[str, int]]) -> None:
-    path.write_text("".join(f"{rel} {label}\n" for rel, label in rows), encoding="utf-8")
-
-
-def make_dataset(out_dir: str | Path, train_per_class: int = 32, val_per_class: int = 8, size: int = 64,
-                 num_frames: int = 32, fps: int = 8, seed: int = 0, codec: str = "libx264") -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"labels": out_dir / "labels.txt"}
-    paths["labels"].write_text("".join(f"{name}\n" for name in SYNTHETIC_CLASSES), encoding="utf-8")
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        paths[split] = out_dir / f"{split}.txt"
-        write_list(paths[split], make_split(out_dir, split, per_class, size, num_frames, fps, seed, codec))
-    return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidprism_ds.data.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--train-per-class", type=int, default=32)
-    parser.add_argument("--val-per-class", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64, help="frame width = height (even)")
-    parser.add_argument("--frames", type=int, default=32, help="frames per video (>= 4)")
-    parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--codec", default="libx264", choices=sorted(CONTAINER_OF_CODEC))
-    args = parser.parse_args(argv)
-    if args.size < 16 or args.size % 2:
-        parser.error("--size must be an even number >= 16")
-    if args.frames < 4:
-        parser.error("--frames must be >= 4")
-    if args.train_per_class < 0 or args.val_per_class < 0 or args.fps < 1:
-        parser.error("--train-per-class/--val-per-class must be >= 0 and --fps >= 1")
-    paths = make_dataset(args.out, args.train_per_class, args.val_per_class, args.size, args.frames, args.fps,
-                         args.seed, args.codec)
-    print(f"wrote {args.train_per_class * len(SYNTHETIC_CLASSES)} train and "
-          f"{args.val_per_class * len(SYNTHETIC_CLASSES)} val videos; lists: {paths['train']}, {paths['val']}; "
-          f"labels: {paths['labels']}")
-    return 0
+DATASET = GeneratedDataset(
+    prog="python -m vidprism_ds.data.synthetic", description=__doc__.split("\n\n")[0],
+    class_names=SYNTHETIC_CLASSES, render_video=render_video,
+    video_path="videos/{split}/{class_folder}/{split}_{k:05d}{extension}",
+    train_per_class=32, val_per_class=8, size=64, frames=32, min_frames=4, even_frames=False, codec_option=True)
+make_dataset = DATASET.make_dataset
+main = DATASET.main
 
 
 if __name__ == "__main__":

@@ -63,10 +63,6 @@ def _has_video_extension(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
-def _is_int(token: str) -> bool:
-    return token.lstrip("-").isdigit()
-
-
 def _label_problem(label: int, num_classes: Optional[int]) -> Optional[str]:
     if label < 0 or (num_classes is not None and label >= num_classes):
         bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"

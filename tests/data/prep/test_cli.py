@@ -15,8 +15,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from vidprism_ds.data.generated_videos import write_video
 from vidprism_ds.data.prep.cli import main
-from vidprism_ds.data.synthetic import render_video, write_video
+from vidprism_ds.data.synthetic import render_video
 
 SAFE_MEMBER = re.compile(r"^\d{9}\.(\d{6}\.jpg|json|cls)$")
 

@@ -2,8 +2,9 @@
 
 import os
 
-from vidprism_ds.data.prep.encode import (BROKEN_SYMLINK, SYMLINK_LOOP, EncodedSample, EncodeTask, FrameSettings,
-                                          SkippedVideo, encode_video)
+from vidprism_ds.data.prep.encode import (BROKEN_SYMLINK, SYMLINK_LOOP, EncodedSample, EncodeTask, SkippedVideo,
+                                          encode_video)
+from vidprism_ds.data.sampling import FrameSettings
 
 
 def _encode(path):

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from vidprism_ds.data.prep.encode import EncodeTask, FrameSettings, encode_video
+from vidprism_ds.data.prep.encode import EncodeTask, encode_video
 from vidprism_ds.data.prep.run import SettingsMismatch, ShardJob, run_sharding
+from vidprism_ds.data.sampling import FrameSettings
 from vidprism_ds.data.video_lists import read_video_list
 
 

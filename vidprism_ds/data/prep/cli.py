@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vidprism_ds.data.prep.encode import FrameSettings
 from vidprism_ds.data.prep.run import SettingsMismatch, ShardJob, run_sharding
 from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, load_class_names
+from vidprism_ds.data.sampling import FrameSettings
 from vidprism_ds.data.video_lists import (LIST_FORMATS, VideoEntry, VideoListError, detect_list_format,
                                           read_video_list, repeated_paths)
 

@@ -24,17 +24,10 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
+from vidprism_ds.data.sampling import FrameSettings
 from vidprism_ds.data.video_decode import VideoDecodeError, decode_base_frames
 
 FRAME_MEMBER_DIGITS = 6
-
-
-@dataclass(frozen=True)
-class FrameSettings:
-    max_frames: int = 64  # at most this many frames per video, spread evenly over it
-    target_fps: float = 0.0  # resample to this rate first (0 = keep every frame)
-    short_side: int = 256  # resize so the short side is this (never enlarged)
-    jpeg_quality: int = 90
 
 
 @dataclass(frozen=True)
@@ -51,10 +44,6 @@ class EncodedSample:
     index: int
     members: dict[str, bytes]  # member extension ("000000.jpg", "json", "cls") -> bytes
     num_frames: int
-
-    @property
-    def num_bytes(self) -> int:
-        return sum(len(b) for b in self.members.values())
 
 
 @dataclass

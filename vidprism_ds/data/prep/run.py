@@ -17,22 +17,22 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from tqdm import tqdm
 
 from vidprism_ds.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
-from vidprism_ds.data.prep.encode import (EncodedSample, EncodeTask, FrameSettings, SkippedVideo, encode_video,
-                                          sample_key, worker_initializer)
+from vidprism_ds.data.prep.encode import (EncodedSample, EncodeTask, SkippedVideo, encode_video, sample_key,
+                                          worker_initializer)
 from vidprism_ds.data.prep.pool import IsolatedProcessPool, TaskOutcome
 from vidprism_ds.data.prep.writer import (REPORTS_DIR, AtomicShardWriter, read_report, remove_partials,
                                           shard_name, write_json_atomically)
+from vidprism_ds.data.sampling import FrameSettings
 from vidprism_ds.data.video_lists import VideoEntry
+from vidprism_ds.utils.progress import progress_bar
 
 SETTINGS_FILE = "settings.json"
 
@@ -130,6 +130,61 @@ class _OrderedResults:
         return self._buffer.pop(row)
 
 
+class _Progress:
+    """The progress bar: rows done, and how many of them were skipped in this run."""
+
+    def __init__(self, rows: int, rows_done_before: int, enabled: bool):
+        # a tqdm bar on a terminal, plain periodic lines in a log file (sbatch, CI)
+        self._bar = progress_bar(total=rows, initial=rows_done_before, unit="video", disable=not enabled)
+        self._skipped = 0
+
+    def row_done(self, skipped: bool) -> None:
+        self._skipped += skipped
+        self._bar.update(1)
+        self._bar.set_postfix(skipped=self._skipped, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _skip_reason(outcome: TaskOutcome) -> Optional[str]:
+    """Why a decoded row is not written; None when the worker returned a sample to write."""
+    if not outcome.ok:
+        return outcome.failure
+    if isinstance(outcome.value, SkippedVideo):
+        return outcome.value.reason
+    if isinstance(outcome.value, EncodedSample):
+        return None
+    return f"error: encoder returned {type(outcome.value).__name__}"
+
+
+def _write_shard(job: ShardJob, shard: int, rows: tuple[int, int], results: Optional[_OrderedResults],
+                 progress: _Progress) -> dict:
+    """Write shard ``shard`` (list rows [rows[0], rows[1])) atomically; returns its report. A failure
+    part-way leaves no shard behind (the partial file is removed), so a re-run redoes this shard."""
+    name = shard_name(job.prefix, shard)
+    writer = AtomicShardWriter(job.out_dir, name)
+    try:
+        skipped: list[dict] = []
+        for i in range(*rows):
+            entry = job.entries[i]
+            reason = entry.problem
+            if reason is None:
+                outcome = results.take(i)
+                reason = _skip_reason(outcome)
+                if reason is None:
+                    writer.add_sample(sample_key(i), outcome.value.members)
+            if reason is not None:
+                skipped.append(_skip_record(i, entry, reason))
+            progress.row_done(skipped=reason is not None)
+        report = {"name": name, "shard": shard, "rows": list(rows), "samples": writer.samples, "skipped": skipped}
+        report["bytes"] = writer.commit(report)
+        return report
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def run_sharding(job: ShardJob, encode_fn: Callable[[EncodeTask], object] = encode_video,
                  initializer: Optional[Callable[[], None]] = None,
                  progress: bool = True) -> ShardRunSummary:
@@ -145,8 +200,7 @@ def run_sharding(job: ShardJob, encode_fn: Callable[[EncodeTask], object] = enco
     rows = len(job.entries)
     num_shards = math.ceil(rows / job.shard_size)
     bounds = [(k * job.shard_size, min(rows, (k + 1) * job.shard_size)) for k in range(num_shards)]
-    names = [shard_name(job.prefix, k) for k in range(num_shards)]
-    reports = [read_report(job.out_dir, name) for name in names]
+    reports = [read_report(job.out_dir, shard_name(job.prefix, k)) for k in range(num_shards)]
     todo = [k for k in range(num_shards) if reports[k] is None]
     summary = ShardRunSummary(rows=rows, shards=num_shards, shards_reused=num_shards - len(todo))
 
@@ -154,42 +208,14 @@ def run_sharding(job: ShardJob, encode_fn: Callable[[EncodeTask], object] = enco
     tasks = (EncodeTask(i, job.entries[i].path, job.entries[i].label, job.entries[i].video_id, job.frames)
              for i in row_of_task)
     rows_done_before = sum(bounds[k][1] - bounds[k][0] for k in range(num_shards) if reports[k] is not None)
-    bar = tqdm(total=rows, initial=rows_done_before, unit="video", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = _Progress(rows, rows_done_before, progress)
     pool = IsolatedProcessPool(encode_fn, job.workers, job.timeout_s, initializer, job.mp_context) if row_of_task else None
-    writer: Optional[AtomicShardWriter] = None
     try:
         results = _OrderedResults(pool.run(tasks, job.max_ahead or 4 * job.workers + 4), row_of_task) if pool else None
-        skipped_now = 0
         for k in todo:
-            writer = AtomicShardWriter(job.out_dir, names[k])
-            skipped: list[dict] = []
-            for i in range(*bounds[k]):
-                entry = job.entries[i]
-                reason = entry.problem
-                if reason is None:
-                    outcome = results.take(i)
-                    if not outcome.ok:
-                        reason = outcome.failure
-                    elif isinstance(outcome.value, SkippedVideo):
-                        reason = outcome.value.reason
-                    elif isinstance(outcome.value, EncodedSample):
-                        writer.add_sample(sample_key(i), outcome.value.members)
-                    else:
-                        reason = f"error: encoder returned {type(outcome.value).__name__}"
-                if reason is not None:
-                    skipped.append(_skip_record(i, entry, reason))
-                    skipped_now += 1
-                bar.update(1)
-                bar.set_postfix(skipped=skipped_now, refresh=False)
-            reports[k] = {"name": names[k], "shard": k, "rows": list(bounds[k]), "samples": writer.samples,
-                          "skipped": skipped}
-            reports[k]["bytes"] = writer.commit(reports[k])
-            writer = None
+            reports[k] = _write_shard(job, k, bounds[k], results, bar)
     finally:
         bar.close()
-        if writer is not None:
-            writer.abort()
         if pool is not None:
             summary.workers_replaced = pool.replaced_workers
             pool.close()

@@ -1,0 +1,24 @@
+"""Epoch plans: every rank gets the same number of batches, whatever the dataset size."""
+
+import pytest
+
+from vidprism_ds.data.epoch_loader import check_rank, eval_plan, train_batches_per_rank
+
+
+def test_eval_plan_pads_every_worker_to_the_same_batch_count():
+    plan = eval_plan(num_samples=10, batch_size=3, world_size=2, num_workers=2)
+    assert (plan.batches_per_worker, plan.samples_per_worker, plan.batches_per_rank) == (1, 3, 2)
+    assert eval_plan(0, 4, 2, 2).batches_per_rank == 0
+    assert eval_plan(3, 2, 2, 2).batches_per_rank == 2  # more slots than samples: padding only
+
+
+def test_train_epoch_is_whole_global_batches_and_never_empty():
+    assert train_batches_per_rank(num_samples=10, micro_batch=2, world_size=2) == 2
+    assert train_batches_per_rank(num_samples=3, micro_batch=2, world_size=2) == 1  # fewer than one global batch
+
+
+def test_rank_outside_the_world_is_refused():
+    with pytest.raises(ValueError, match="rank 2 is not in"):
+        check_rank(2, 2, 1)
+    with pytest.raises(ValueError, match="batch size"):
+        check_rank(0, 1, 0)
