@@ -184,7 +184,7 @@ def experiment(settings: Settings, work: Path, shards: dict, device: torch.devic
 
 def make_trainer(cfg):
     from vidprism_ds.train.ds_config import read_ds_config
-    from vidprism_ds.train.loop import Trainer
+    from vidprism_ds.train.trainer import Trainer
 
     return Trainer(cfg, read_ds_config(REPO / "ds_configs" / "zero2.json"))
 

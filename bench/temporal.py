@@ -186,7 +186,7 @@ def train_and_evaluate(settings: BenchSettings, data: PreparedData, variant: str
     checkpoint takes through ``python -m vidprism_ds.analysis``)."""
     from vidprism_ds.analysis.loading import load_export
     from vidprism_ds.train.ds_config import read_ds_config
-    from vidprism_ds.train.loop import run_experiment
+    from vidprism_ds.train.run import run_experiment
 
     out_dir = work / "runs" / settings.name / f"{variant}_seed{seed}"
     cfg = run_config(settings, data, variant, seed, out_dir)

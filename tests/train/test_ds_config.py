@@ -42,6 +42,18 @@ def test_conflicting_batch_size_names_both_keys():
         resolve_ds_config({"train_batch_size": 10}, _cfg(), 2, False, True)
 
 
+def test_the_global_batch_gives_deepspeed_the_accumulation_of_this_world_size():
+    cfg = load_config(None, ["train.micro_batch=4", "train.global_batch=32"])
+    for world_size, accum in ((1, 8), (2, 4), (8, 1)):
+        ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), cfg, world_size, False, True)
+        assert (ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (accum, 32)
+    with pytest.raises(ConfigError, match=r"^train\.grad_accum \(derived from train\.global_batch for world size 2\): "
+                                          r"4 disagrees with .*gradient_accumulation_steps=2"):
+        resolve_ds_config({"gradient_accumulation_steps": 2}, cfg, 2, False, True)
+    with pytest.raises(ConfigError, match=r"^train\.global_batch: 64 is not a multiple"):
+        resolve_ds_config({}, load_config(None, ["train.micro_batch=32", "train.global_batch=64"]), 8, False, True)
+
+
 def test_zero3_is_rejected_for_expert_models_only():
     with pytest.raises(ConfigError, match="ZeRO stage 3 does not support"):
         resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), 1, False, has_experts=True)

@@ -12,6 +12,7 @@ from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
 from vidprism_ds.model.video_model import build_video_model
 from vidprism_ds.parallel import ParallelContext, parallelize_model
+from vidprism_ds.train.batch import plan_batch
 from vidprism_ds.train.ds_config import read_ds_config, resolve_ds_config
 from vidprism_ds.train.memory import (
     GIB,
@@ -283,6 +284,21 @@ def test_check_fits_names_gradient_checkpointing_when_it_is_off():
     assert "zero2_offload" not in message  # 2 GiB of optimizer state cannot close a 6 GiB gap
 
 
+def test_with_a_global_batch_the_remedy_names_the_micro_batch_only():
+    with pytest.raises(ConfigError) as err:
+        check_fits(_estimate(grad_accum=2, global_batch_fixed=True), 80 * GIB, 0.95)
+    # 64 clips a rank a step whatever the micro-batch: the accumulation follows from train.global_batch
+    assert "train.micro_batch=16; train.grad_accum follows from train.global_batch" in str(err.value)
+    assert "raise train.grad_accum" not in str(err.value)
+
+
+def test_the_estimate_records_the_accumulation_derived_for_its_world_size():
+    cfg = _cfg("train.grad_accum=1", "train.global_batch=16")
+    for world_size, accum in ((1, 8), (2, 4)):
+        estimate = estimate_peak_memory(_model(cfg), cfg, _ds("zero2.json", cfg, world_size), world_size, 1, 1000.0)
+        assert (estimate.grad_accum, estimate.global_batch_fixed) == (accum, True)
+
+
 def test_check_fits_with_checkpointing_on_points_elsewhere():
     with pytest.raises(ConfigError) as err:
         check_fits(_estimate(grad_checkpointing=True, activation_bytes=70 * GIB, optimizer_bytes=8 * GIB),
@@ -323,6 +339,7 @@ GPU_PRESETS = sorted(p for p in CONFIGS.glob("*.yaml") if load_config(p).model.b
 # the official launch: 2 GPUs; global batch 64 (ViT-B/16 recipes), 128 (ViT-L/14: 32 x 2 accumulation x 2)
 OFFICIAL_GPUS = 2
 OFFICIAL_GLOBAL_BATCH = {"k400_vitl14": 128}
+OFFICIAL_GRAD_ACCUM = {"k400_vitl14": 2}
 
 
 def _preset(path, *overrides):
@@ -335,8 +352,10 @@ def test_every_gpu_preset_fits_an_80_gib_gpu_at_the_official_global_batch():
     models, per_frame = {}, {}
     for path in GPU_PRESETS:
         cfg = _preset(path)
-        global_batch = cfg.train.micro_batch * cfg.train.grad_accum * OFFICIAL_GPUS
-        assert global_batch == OFFICIAL_GLOBAL_BATCH.get(path.stem, 64)
+        # the recipe's global batch, which on the official 2 GPUs is the official per-GPU batch and accumulation
+        assert cfg.train.global_batch == OFFICIAL_GLOBAL_BATCH.get(path.stem, 64)
+        official = plan_batch(cfg.train, OFFICIAL_GPUS)
+        assert (official.micro_batch, official.grad_accum) == (32, OFFICIAL_GRAD_ACCUM.get(path.stem, 1))
         arch = cfg.model.backbone.arch
         if arch not in models:  # one build per arch: the classifier's row count is all that differs (710 rows)
             models[arch] = build_video_model(cfg.model, 710, cfg.data.num_frames, seed=0).model

@@ -2,7 +2,7 @@
 
 from vidprism_ds.config import load_config
 from vidprism_ds.train.ds_config import read_ds_config
-from vidprism_ds.train.loop import run_experiment
+from vidprism_ds.train.run import run_experiment
 
 
 def train_and_report(overrides: list[str], ds_config_path: str, ds_overrides: dict | None = None):
@@ -31,7 +31,7 @@ class _Prefetched:
 
 def count_host_syncs(overrides: list[str], ds_config_path: str) -> dict:
     """Train under a HostSyncCounter; DeepSpeed's backward and step are counted apart (inner counters)."""
-    from vidprism_ds.train.loop import Trainer
+    from vidprism_ds.train.trainer import Trainer
     from vidprism_ds.utils.op_count import HostSyncCounter
 
     trainer = Trainer(load_config(None, overrides), read_ds_config(ds_config_path))
@@ -60,6 +60,67 @@ def count_host_syncs(overrides: list[str], ds_config_path: str) -> dict:
             "ours": everything.total - sum(deepspeed_counts) - sum(checkpoint_counts)}
 
 
+class GlobalBatchSlices:
+    """A stand-in training loader whose global batches do not depend on the world size (the real loader's
+    order does: each rank reads its own shard permutation). Global batch ``i`` of an epoch is drawn from a
+    generator seeded with (epoch, i) and cut into micro-batches; rank ``r`` of ``w`` with accumulation ``a``
+    trains micro-batch ``(a - 1 - k) * w + r`` as its ``k``-th. The reversed order puts micro-batch 0, the
+    one 1 process trains last, on rank 0 of 2 processes: the loss a step's history entry records (rank 0's
+    last micro-batch) is then of the same clips on both."""
+
+    def __init__(self, batches_per_rank: int, micro_batch: int, grad_accum: int, rank: int, world_size: int,
+                 frames: int, image_size: int, num_classes: int):
+        self.batches_per_rank, self.micro_batch, self.grad_accum = batches_per_rank, micro_batch, grad_accum
+        self.rank, self.world_size = rank, world_size
+        self.shape = (frames, 3, image_size, image_size)
+        self.num_classes = num_classes
+        self.epoch = 0
+        self.served = 0  # micro-batches handed out, over all epochs
+
+    def __len__(self):
+        return self.batches_per_rank
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        import torch
+
+        global_batch = self.micro_batch * self.grad_accum * self.world_size
+        for step in range(self.batches_per_rank // self.grad_accum):
+            generator = torch.Generator().manual_seed(1000 * self.epoch + step)
+            frames = torch.randint(0, 256, (global_batch, *self.shape), dtype=torch.uint8, generator=generator)
+            labels = torch.randint(0, self.num_classes, (global_batch,), generator=generator)
+            for k in range(self.grad_accum):
+                first = ((self.grad_accum - 1 - k) * self.world_size + self.rank) * self.micro_batch
+                self.served += 1
+                yield {"frames": frames[first:first + self.micro_batch], "labels": labels[first:first + self.micro_batch]}
+
+
+def train_on_world_independent_batches(overrides: list[str], ds_config_path: str) -> dict:
+    """The Trainer as configured, its epoch plan from the real loader, then trained on ``GlobalBatchSlices``
+    of the same length; what it printed is returned too."""
+    import contextlib
+    import io
+
+    from vidprism_ds.train.trainer import Trainer
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        trainer = Trainer(load_config(None, overrides), read_ds_config(ds_config_path))
+        plan, cfg = trainer.batch, trainer.cfg
+        real = {"batches_per_rank": len(trainer.train_loader), "steps_per_epoch": trainer.steps_per_epoch,
+                "total_steps": trainer.total_steps, "grad_accum": plan.grad_accum, "global_batch": plan.global_batch}
+        trainer.train_loader = GlobalBatchSlices(len(trainer.train_loader), plan.micro_batch, plan.grad_accum,
+                                                 trainer.rank, plan.world_size, cfg.data.num_frames,
+                                                 cfg.data.image_size, trainer.num_classes)
+        result = trainer.fit()
+    trainer.reporter.finish()
+    return {**real, "losses": [h["total"] for h in result.history], "steps": [h["step"] for h in result.history],
+            "lrs": [h["lr"] for h in result.history], "resumed_from": result.resumed_from,
+            "clips_served": trainer.train_loader.served * plan.micro_batch, "printed": printed.getvalue()}
+
+
 def collectives_on_device() -> dict:
     """Evaluation, the stop agreement and an expert-parallel forward with every collective recorded,
     while tensors made without an explicit device land on "meta" (so the trainer's device, the CPU
@@ -69,7 +130,8 @@ def collectives_on_device() -> dict:
 
     from vidprism_ds.config.schema import ModelConfig
     from vidprism_ds.model.video_model import build_video_model
-    from vidprism_ds.parallel import dispatcher, init_expert_parallel, parallelize_model
+    from vidprism_ds.parallel import expert_parallel_dispatch as dispatcher
+    from vidprism_ds.parallel import init_expert_parallel, parallelize_model
     from vidprism_ds.train.evaluate import EvalAccumulator, evaluate
     from vidprism_ds.train.signals import StopRequest
 

@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     """A config key is unknown, has the wrong type, or conflicts with another key."""
 
 
+# The backbone's freeze modes, named because the frame encoder checks its own argument against them.
+FreezeMode = Literal["none", "all", "partial"]
+
+
 # --------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------
@@ -32,7 +36,7 @@ class BackboneConfig:
     pretrained_path: Optional[str] = None
     # "none": fine-tune everything; "all": frozen encoder; "partial": only the last
     # `trainable_blocks` transformer blocks (plus ln_post/proj) learn.
-    freeze: Literal["none", "all", "partial"] = "none"
+    freeze: FreezeMode = "none"
     trainable_blocks: int = 0
     grad_checkpointing: bool = False
     image_size: int = 224
@@ -165,9 +169,22 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 1
-    # Clips per GPU per micro-step; global batch = micro_batch * grad_accum * data-parallel size.
+    # Clips per GPU per micro-step (fixed by memory); global batch = micro_batch * grad_accum * data-parallel
+    # size (the world size: every rank reads its own data, expert parallelism included).
     micro_batch: int = 8
+    # With train.global_batch set this is derived for the world size at hand (global_batch / (micro_batch x
+    # world size)): leave it at 1, or set the value it derives to (any other is refused naming both keys).
     grad_accum: int = 1
+    # Clips per optimizer step over all ranks, the invariant of a recipe: the same run on 1 or 64 GPUs takes
+    # the same optimizer steps of the same batch, so warmup and cosine are the same (vidprism_ds.train.batch).
+    # 0 = not set: the global batch is micro_batch x grad_accum x world size, whatever the world size.
+    global_batch: int = 0
+    # How optim.lr follows the global batch when it differs from train.lr_base_batch: "none" (the default;
+    # with train.global_batch fixed the batch does not change), "linear" (lr x global / base) or "sqrt"
+    # (lr x sqrt(global / base)), as mmaction2's auto_scale_lr.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    # The global batch optim.lr was tuned for; needed by lr_scaling linear or sqrt.
+    lr_base_batch: int = 0
     seed: int = 0
     output_dir: str = "runs/demo"
     save_every_steps: int = 0

@@ -1,7 +1,9 @@
 """Cross-field checks of the config tree. Each failure names the key that has to change.
 
 ``validate`` holds for every config (tests, the demo, tools that only estimate); ``check_run_data`` adds
-what a train.py run on real data needs on top (the shard directories exist).
+what a train.py run on real data needs on top (the shard directories exist). Rules that code outside the
+config needs too (a model built from plain arguments, the expert placement, the launch checks) are the
+public ``check_*`` functions below, and that code calls them: every rule is written once, here.
 """
 
 from __future__ import annotations
@@ -9,14 +11,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from vidprism_ds.config.schema import ConfigError, DataConfig, ExperimentConfig
+from vidprism_ds.config.schema import (
+    BackboneConfig,
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    HeadConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from vidprism_ds.data.manifest import MANIFEST_NAME
 from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, FRESH_CLASSIFIER, K710_SUBSETS, is_direction_sensitive
 from vidprism_ds.data.video_lists import LIST_FORMATS
 
-KNOWN_BACKBONES = ("tiny", "ViT-B-16", "ViT-B-32", "ViT-L-14")
+# The values model.backbone.arch accepts: "tiny" (a small randomly initialised ViT for tests and the demo)
+# and the CLIP ViTs whose configs open_clip bundles (vidprism_ds.model.backbone builds them).
+TINY_ARCH = "tiny"
+NAMED_ARCHS = ("ViT-B-16", "ViT-B-32", "ViT-L-14")
+BACKBONE_ARCHS = (TINY_ARCH,) + NAMED_ARCHS
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -48,17 +63,81 @@ def effective_hflip(data: DataConfig) -> bool:
     return data.hflip
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    _require_finite(cfg, "")  # first: the range checks below assume real numbers
-    model, head, data, optim, train = cfg.model, cfg.model.head, cfg.data, cfg.optim, cfg.train
+# --------------------------------------------------------------------------------------------------
+# Rules also called outside the config (by the model, the expert placement and the launch checks)
+# --------------------------------------------------------------------------------------------------
 
-    _require(model.backbone.arch in KNOWN_BACKBONES, "model.backbone.arch",
-             f"{model.backbone.arch!r} is not one of {list(KNOWN_BACKBONES)}")
-    _require(model.backbone.trainable_blocks >= 0, "model.backbone.trainable_blocks", "must be >= 0")
-    _require(model.backbone.freeze == "partial" or model.backbone.trainable_blocks == 0,
-             "model.backbone.trainable_blocks", "only applies with model.backbone.freeze=partial")
+
+def check_backbone_arch(arch: str) -> None:
+    _require(arch in BACKBONE_ARCHS, "model.backbone.arch", f"{arch!r} is not one of {list(BACKBONE_ARCHS)}")
+
+
+def check_trainable_blocks(freeze: str, trainable_blocks: int, num_blocks: Optional[int] = None) -> None:
+    """``num_blocks``: the backbone's transformer block count, known once the backbone is built."""
+    key = "model.backbone.trainable_blocks"
+    _require(trainable_blocks >= 0, key, f"must be >= 0, got {trainable_blocks}")
+    if num_blocks is not None:
+        _require(trainable_blocks <= num_blocks, key, f"{trainable_blocks} is outside [0, {num_blocks}] (the "
+                 f"backbone has {num_blocks} transformer blocks)")
+    _require(freeze == "partial" or trainable_blocks == 0, key, "only applies with model.backbone.freeze=partial")
+
+
+def check_experts_per_rate(variant: str, experts_per_rate: int) -> None:
+    key = "model.head.experts_per_rate"
+    _require(experts_per_rate >= 1, key, "must be >= 1")
+    # The routed variant exists for VidPrism only: the homogeneous baseline has one expert per rate.
+    _require(variant != "homogeneous" or experts_per_rate == 1, key,
+             f"must be 1 with model.variant=homogeneous, got {experts_per_rate}")
+
+
+def check_router_topk(router_topk: int, experts_per_rate: int) -> None:
+    _require(1 <= router_topk <= experts_per_rate, "model.head.router_topk",
+             f"must be in [1, experts_per_rate={experts_per_rate}]")
+
+
+def check_ep_size(ep_size: int, num_experts: Optional[int] = None) -> None:
+    """``parallel.ep_size`` is >= 1 and divides the model's expert count, when that is known: every EP rank
+    holds the same number of experts (DeepSpeed's ``num_local_experts``)."""
+    _require(ep_size >= 1, "parallel.ep_size", f"must be >= 1, got {ep_size}")
+    if num_experts is not None:
+        _require(num_experts % ep_size == 0, "parallel.ep_size",
+                 f"{ep_size} does not divide the model's {num_experts} experts (len(model.head.sampling_rates) "
+                 f"x model.head.experts_per_rate); every EP rank holds the same number of experts")
+
+
+# --------------------------------------------------------------------------------------------------
+# The config tree, one section at a time
+# --------------------------------------------------------------------------------------------------
+
+
+def _validate_model(model: ModelConfig) -> None:
+    backbone, head = model.backbone, model.head
+    check_backbone_arch(backbone.arch)
+    check_trainable_blocks(backbone.freeze, backbone.trainable_blocks)
     _require(model.num_classes >= 0, "model.num_classes", "must be >= 0 (0 = from the label list)")
+    _validate_sampling_rates(head)
+    _require(0.0 < head.sampler_tau, "model.head.sampler_tau", "must be > 0")
+    _require(0.0 <= head.sampler_alpha_mix <= 1.0, "model.head.sampler_alpha_mix", "must be in [0, 1]")
+    _require(head.rank_score_temp > 0, "model.head.rank_score_temp", "must be > 0")
+    _require(head.expert_heads >= 1, "model.head.expert_heads", "must be >= 1")
+    _require(head.readout_heads >= 1, "model.head.readout_heads", "must be >= 1")
+    _require(head.expert_ffn_mult >= 1, "model.head.expert_ffn_mult", "must be >= 1")
+    check_experts_per_rate(model.variant, head.experts_per_rate)
+    check_router_topk(head.router_topk, head.experts_per_rate)
+    _require(head.router_capacity_factor is None or head.router_capacity_factor > 0,
+             "model.head.router_capacity_factor", "must be > 0 or null")
+    if head.mode == "official":
+        for key, value, expected in (("experts_per_rate", head.experts_per_rate, 1),
+                                     ("use_sampler", head.use_sampler, True),
+                                     ("use_fusion", head.use_fusion, True),
+                                     ("expert_pos_embed", head.expert_pos_embed, False)):
+            _require(value == expected, f"model.head.{key}",
+                     f"must be {expected} with model.head.mode=official (the official model has no such option)")
+    for field_ in dataclasses.fields(model.loss):
+        _require(getattr(model.loss, field_.name) >= 0, f"model.loss.{field_.name}", "loss weights must be >= 0")
 
+
+def _validate_sampling_rates(head: HeadConfig) -> None:
     rates = head.sampling_rates
     _require(len(rates) >= 1, "model.head.sampling_rates", "needs at least one rate")
     _require(all(r >= 1 for r in rates), "model.head.sampling_rates", f"rates must be >= 1, got {rates}")
@@ -71,32 +150,13 @@ def validate(cfg: ExperimentConfig) -> None:
             # the fast->slow temporal conv strides by s/f, so it must divide evenly
             _require(s % f == 0, "model.head.sampling_rates",
                      f"slow rate {s} is not a multiple of fast rate {f} (fast->slow conv stride)")
-    _require(0.0 < head.sampler_tau, "model.head.sampler_tau", "must be > 0")
-    _require(0.0 <= head.sampler_alpha_mix <= 1.0, "model.head.sampler_alpha_mix", "must be in [0, 1]")
-    _require(head.rank_score_temp > 0, "model.head.rank_score_temp", "must be > 0")
-    _require(head.expert_heads >= 1, "model.head.expert_heads", "must be >= 1")
-    _require(head.readout_heads >= 1, "model.head.readout_heads", "must be >= 1")
-    _require(head.expert_ffn_mult >= 1, "model.head.expert_ffn_mult", "must be >= 1")
-    _require(head.experts_per_rate >= 1, "model.head.experts_per_rate", "must be >= 1")
-    _require(1 <= head.router_topk <= head.experts_per_rate, "model.head.router_topk",
-             f"must be in [1, experts_per_rate={head.experts_per_rate}]")
-    _require(head.router_capacity_factor is None or head.router_capacity_factor > 0,
-             "model.head.router_capacity_factor", "must be > 0 or null")
-    if head.mode == "official":
-        for key, value, expected in (("experts_per_rate", head.experts_per_rate, 1),
-                                     ("use_sampler", head.use_sampler, True),
-                                     ("use_fusion", head.use_fusion, True),
-                                     ("expert_pos_embed", head.expert_pos_embed, False)):
-            _require(value == expected, f"model.head.{key}",
-                     f"must be {expected} with model.head.mode=official (the official model has no such option)")
 
-    for name in ("ce", "balance", "contrastive", "diversity", "rank", "router_aux", "router_z"):
-        _require(getattr(model.loss, name) >= 0, f"model.loss.{name}", "loss weights must be >= 0")
 
+def _validate_data(data: DataConfig, backbone: BackboneConfig) -> None:
     _require(data.num_frames >= 1, "data.num_frames", "must be >= 1")
     _require(data.image_size >= 32, "data.image_size", "must be >= 32")
-    _require(data.image_size == model.backbone.image_size, "data.image_size",
-             f"{data.image_size} differs from model.backbone.image_size={model.backbone.image_size}")
+    _require(data.image_size == backbone.image_size, "data.image_size",
+             f"{data.image_size} differs from model.backbone.image_size={backbone.image_size}")
     _require(0.0 <= data.grayscale_prob <= 1.0, "data.grayscale_prob", "must be in [0, 1]")
     _require(0.0 < data.crop_scale_min <= 1.0, "data.crop_scale_min", "must be in (0, 1]")
     _require(data.num_workers >= 0, "data.num_workers", "must be >= 0")
@@ -114,7 +174,11 @@ def validate(cfg: ExperimentConfig) -> None:
              "is mirrored (no left/right or clockwise classes)")
     _require(data.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0 (0 or 1 = no shuffling)")
     _require(data.list_format in LIST_FORMATS, "data.list_format", f"{data.list_format!r} is not one of {list(LIST_FORMATS)}")
+    _require(data.eval_chunk_mib >= 1, "data.eval_chunk_mib", "must be >= 1")
+    _require(data.max_bad_samples >= 0, "data.max_bad_samples", "must be >= 0 (0 = stop at the first damaged sample)")
 
+
+def _validate_optim(optim: OptimConfig) -> None:
     _require(optim.lr > 0, "optim.lr", "must be > 0")
     _require(optim.clip_ratio >= 0, "optim.clip_ratio", "must be >= 0")
     _require(optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
@@ -124,6 +188,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(0.0 <= optim.min_lr_ratio <= 1.0, "optim.min_lr_ratio", "must be in [0, 1]")
     _require(optim.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)")
 
+
+def _validate_train(train: TrainConfig, data: DataConfig) -> None:
     _require(train.epochs >= 1, "train.epochs", "must be >= 1")
     _require(train.micro_batch >= 1, "train.micro_batch", "must be >= 1")
     _require(train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
@@ -131,10 +197,15 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     _require(train.max_steps >= 0, "train.max_steps", "must be >= 0")
     _require(train.stop_check_every >= 1, "train.stop_check_every", "must be >= 1")
+    # the world size is known only at launch: vidprism_ds.train.batch.plan_batch checks divisibility there
+    _require(train.global_batch >= 0, "train.global_batch",
+             f"must be >= 0 (0 = micro_batch x grad_accum x world size), got {train.global_batch}")
+    _require(train.lr_base_batch >= 0, "train.lr_base_batch", f"must be >= 0, got {train.lr_base_batch}")
+    _require(train.lr_scaling == "none" or train.lr_base_batch > 0, "train.lr_base_batch",
+             f"train.lr_scaling={train.lr_scaling} scales optim.lr by the global batch relative to the batch "
+             "optim.lr was tuned for; set that batch here")
     _require(0.0 <= train.memory_limit_fraction <= 1.0, "train.memory_limit_fraction",
              "must be in [0, 1] (0 = no check)")
-    _require(data.eval_chunk_mib >= 1, "data.eval_chunk_mib", "must be >= 1")
-    _require(data.max_bad_samples >= 0, "data.max_bad_samples", "must be >= 0 (0 = stop at the first damaged sample)")
     class_maps = ("",) + K710_SUBSETS + (FRESH_CLASSIFIER,)
     _require(train.init_class_map in class_maps, "train.init_class_map",
              f"{train.init_class_map!r} is not one of {list(class_maps)} ('' = same classes as init_from, "
@@ -145,11 +216,15 @@ def validate(cfg: ExperimentConfig) -> None:
              "train.init_class_map",
              f"maps the K710 classifier to {train.init_class_map!r} classes but data.dataset is {data.dataset!r}")
 
-    _require(cfg.parallel.ep_size >= 1, "parallel.ep_size", "must be >= 1")
-    num_experts = len(rates) * head.experts_per_rate
-    _require(num_experts % cfg.parallel.ep_size == 0, "parallel.ep_size",
-             f"{cfg.parallel.ep_size} does not divide the {num_experts} experts "
-             f"({len(rates)} rates x {head.experts_per_rate} per rate)")
+
+def validate(cfg: ExperimentConfig) -> None:
+    _require_finite(cfg, "")  # first: the range checks below assume real numbers
+    _validate_model(cfg.model)
+    _validate_data(cfg.data, cfg.model.backbone)
+    _validate_optim(cfg.optim)
+    _validate_train(cfg.train, cfg.data)
+    head = cfg.model.head
+    check_ep_size(cfg.parallel.ep_size, len(head.sampling_rates) * head.experts_per_rate)
     _require(cfg.logging.log_every_steps >= 1, "logging.log_every_steps", "must be >= 1")
 
 

@@ -50,6 +50,10 @@ class CheckpointMeta:
     # every file of the tag (path relative to it) -> {"bytes", "sha256"}; empty in tags written before
     # the integrity check existed (those are trusted as they are)
     files: dict = field(default_factory=dict)
+    # the batch it was trained with (0 in tags written before they were recorded): a resume at another
+    # world size turns batches_in_epoch into clips with them, and names a changed global batch
+    micro_batch: int = 0
+    global_batch: int = 0
 
 
 def tag_for_step(step: int) -> str:
@@ -132,19 +136,21 @@ def choose_resume_tag(ckpt_root: Path, log: Callable[[str], None]) -> Optional[C
 
 class CheckpointManager:
     def __init__(self, output_dir: str | Path, ctx: ParallelContext, keep: int, config: dict,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, micro_batch: int = 0, global_batch: int = 0):
         self.root = Path(output_dir) / "checkpoints"
         self.ctx = ctx
         self.keep = keep
         self.config = config
         self.log = log
+        self.micro_batch, self.global_batch = micro_batch, global_batch
 
     def save(self, engine, step: int, epoch: int, batches_in_epoch: int) -> Path:
         """Collective: every rank calls it."""
         tag = tag_for_step(step)
         tag_dir = self.root / tag
         meta = CheckpointMeta(tag=tag, step=step, epoch=epoch, batches_in_epoch=batches_in_epoch,
-                              world_size=self.ctx.world_size, ep_size=self.ctx.ep_size, config=self.config)
+                              world_size=self.ctx.world_size, ep_size=self.ctx.ep_size, config=self.config,
+                              micro_batch=self.micro_batch, global_batch=self.global_batch)
         previous = read_meta(tag_dir)
         if previous is not None and previous.world_size == self.ctx.world_size and previous.ep_size == self.ctx.ep_size:
             # the same step saved again (epoch end after a save_every_steps save): same weights and

@@ -1,7 +1,8 @@
 """The DeepSpeed JSON, made consistent with the experiment config (or rejected with both keys named).
 
-The YAML owns batch sizes and clipping (``train.micro_batch``, ``train.grad_accum``,
-``optim.grad_clip``); the JSON owns ZeRO and offload. A JSON value of ``"auto"`` or an absent key is
+The YAML owns batch sizes and clipping (``train.micro_batch``, ``train.grad_accum`` or
+``train.global_batch``, from which the accumulation is derived for the world size:
+``vidprism_ds.train.batch``; ``optim.grad_clip``); the JSON owns ZeRO and offload. A JSON value of ``"auto"`` or an absent key is
 filled from the YAML; a different number is an error, because silently preferring either would
 train with a batch size the user did not choose. Precision is ``train.precision``: ``auto`` is bf16 on
 GPU and fp32 on CPU (CPU bf16 matmuls are slow), ``bf16`` runs bf16 on the CPU too (the tests run the GPU
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+from vidprism_ds.train.batch import plan_batch
 
 
 def uses_bf16(precision: str, on_gpu: bool) -> bool:
@@ -52,10 +54,13 @@ def _reconcile(ds: dict, key: str, value: Any, yaml_key: str) -> None:
 def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, world_size: int, on_gpu: bool,
                       has_experts: bool) -> dict:
     ds = copy.deepcopy(ds_config)
-    micro, accum = cfg.train.micro_batch, cfg.train.grad_accum
+    batch = plan_batch(cfg.train, world_size)  # the accumulation this world size needs
+    micro, accum = batch.micro_batch, batch.grad_accum
     _reconcile(ds, "train_micro_batch_size_per_gpu", micro, "train.micro_batch")
-    _reconcile(ds, "gradient_accumulation_steps", accum, "train.grad_accum")
-    _reconcile(ds, "train_batch_size", micro * accum * world_size,
+    fixed = cfg.train.global_batch > 0
+    _reconcile(ds, "gradient_accumulation_steps", accum,
+               "train.grad_accum" + (f" (derived from train.global_batch for world size {world_size})" if fixed else ""))
+    _reconcile(ds, "train_batch_size", batch.global_batch, "train.global_batch" if fixed else
                f"train.micro_batch x train.grad_accum x world size ({micro} x {accum} x {world_size})")
     _reconcile(ds, "gradient_clipping", cfg.optim.grad_clip, "optim.grad_clip")
 

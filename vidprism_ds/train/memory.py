@@ -87,6 +87,8 @@ class MemoryEstimate:
     offload_optimizer: bool
     world_size: int
     ep_size: int
+    # train.global_batch is set: the accumulation follows from the micro-batch, so a remedy names only that
+    global_batch_fixed: bool = False
 
     @property
     def total_bytes(self) -> int:
@@ -447,7 +449,9 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
         workspace_bytes=_workspace_bytes(ds_config, stage, grad_bytes),
         parameters_on_rank=counts.dense + counts.expert,
         activation_bytes_per_frame=activation_bytes_per_frame,
-        micro_batch=micro_batch, grad_accum=cfg.train.grad_accum, num_frames=num_frames,
+        # the resolved JSON holds the accumulation derived for this world size (train.global_batch)
+        micro_batch=micro_batch, grad_accum=int(ds_config.get("gradient_accumulation_steps", cfg.train.grad_accum)),
+        num_frames=num_frames, global_batch_fixed=cfg.train.global_batch > 0,
         grad_checkpointing=any(checkpointed for _, checkpointed in _transformer_blocks(model)),
         dtype_name=str(dtype).removeprefix("torch."), zero_stage=stage, offload_optimizer=offload,
         world_size=world_size, ep_size=ep_size)
@@ -474,7 +478,10 @@ def _remedies(estimate: MemoryEstimate, limit: float) -> list[str]:
         remedies.append("set model.backbone.grad_checkpointing=true (recomputes each block in backward, "
                         "keeps only its input)")
     micro = _fitting_micro_batch(estimate, limit)
-    if micro:
+    if micro and estimate.global_batch_fixed:
+        remedies.append(f"lower train.micro_batch (train.micro_batch={micro}; train.grad_accum follows from "
+                        f"train.global_batch)")
+    elif micro:
         accum = estimate.micro_batch * estimate.grad_accum // micro
         remedies.append(f"lower train.micro_batch and raise train.grad_accum to keep the global batch "
                         f"(train.micro_batch={micro} train.grad_accum={accum})")

@@ -1,0 +1,92 @@
+"""Trainer pieces that run without a process group (the multi-process runs: test_distributed_training.py)."""
+
+import pytest
+import torch
+
+from vidprism_ds.config import load_config
+from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.train.trainer import unused_ep_size_warning
+
+
+def test_expert_parallelism_asked_of_a_model_without_experts_is_named():
+    line = unused_ep_size_warning(2, has_experts=False, variant="meanpool")
+    assert line == ("warning: parallel.ep_size=2 has no effect: model.variant=meanpool has no experts (every "
+                    "process holds the whole model)")
+    assert unused_ep_size_warning(2, has_experts=True, variant="vidprism") is None
+    assert unused_ep_size_warning(1, has_experts=False, variant="meanpool") is None
+
+
+def test_a_global_batch_this_world_cannot_make_fails_before_the_model_is_built(tmp_path, monkeypatch):
+    """The trainer checks the batch arithmetic right after it knows the world size (here: a plain process,
+    a world of one), before building anything."""
+    import vidprism_ds.train.trainer as trainer_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(trainer_module, "build_video_model", never)
+    monkeypatch.setattr(trainer_module, "check_inputs", lambda *args: None)  # no shards needed here
+    monkeypatch.setattr(trainer_module, "init_distributed", lambda: (0, 1, __import__("torch").device("cpu")))
+    cfg = load_config(None, ["train.global_batch=24", "train.micro_batch=16", f"train.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^train\.global_batch: 24 is not a multiple of train\.micro_batch x "
+                                          r"world size \(16 x 1 = 16\)"):
+        trainer_module.Trainer(cfg, {})
+    with pytest.raises(ConfigError, match=r"^train\.lr_base_batch"):  # refused when the config loads
+        load_config(None, ["train.lr_scaling=linear", f"train.output_dir={tmp_path}"])
+
+
+def test_shards_smaller_than_one_global_batch_are_refused_instead_of_training_zero_steps(monkeypatch):
+    import vidprism_ds.train.trainer as trainer_module
+    from vidprism_ds.train.batch import plan_batch
+
+    cfg = load_config(None, ["train.global_batch=32", "train.micro_batch=16"])
+    trainer = object.__new__(trainer_module.Trainer)  # only the loader step: no model, no process group
+    trainer.cfg, trainer.rank, trainer.world_size, trainer.on_gpu, trainer.num_classes = cfg, 0, 1, False, 4
+    trainer.batch, trainer.lr_scale = plan_batch(cfg.train, 1), 1.0
+    monkeypatch.setattr(trainer_module, "build_train_loader", lambda *args, **kwargs: _CountingLoader(1))
+    with pytest.raises(ConfigError, match=r"^train\.global_batch: .* 1 micro-batch\(es\) of 16 clips, fewer "
+                                          r"than the 2 one optimizer step of 32 clips accumulates"):
+        trainer._build_train_loader()
+    monkeypatch.setattr(trainer_module, "build_train_loader", lambda *args, **kwargs: _CountingLoader(2))
+    trainer._build_train_loader()
+    assert trainer.steps_per_epoch == 1
+
+
+class _CountingLoader:
+    def __init__(self, batches):
+        self.batches, self.pulled = batches, 0
+
+    def __len__(self):
+        return self.batches
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __iter__(self):
+        for _ in range(self.batches):
+            self.pulled += 1
+            yield {"labels": torch.zeros(2)}
+
+
+class _Engine:
+    def train(self):
+        pass
+
+
+def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
+    """8 micro-batches with grad_accum 3: 2 optimizer steps; the last 2 micro-batches would otherwise be
+    accumulated into the next epoch's first step, out of step with DeepSpeed's accumulation boundary."""
+    from vidprism_ds.train.batch import BatchPlan
+    from vidprism_ds.train.trainer import RunResult, Trainer, _LoopState
+
+    trainer = Trainer.__new__(Trainer)  # the loop alone: no model, engine or process group
+    trainer.batch, trainer.world_size, trainer.engine = BatchPlan(2, 3, 1), 1, _Engine()
+    trainer.train_loader = _CountingLoader(8)
+    trainer.batches_per_epoch = trainer.batch.steps_per_epoch(8) * 3
+    trainer.train_step = lambda batch: (None, None)
+    steps = []
+    trainer.after_step = lambda state, output, losses: steps.append((state.step, state.batches_in_epoch))
+    state = _LoopState(result=RunResult(), stop=None, on_step=None)
+    assert trainer._train_epoch(state, skip=0) is None
+    assert steps == [(1, 3), (2, 6)] and trainer.train_loader.pulled == 6
+    assert state.window_clips == 12

@@ -1,0 +1,98 @@
+"""The global batch: what stays the same when a recipe moves between world sizes.
+
+A recipe is a number of optimizer steps of a global batch (clips per optimizer step over all ranks) with
+a learning-rate schedule over those steps. ``train.micro_batch`` is fixed by memory, so with
+``train.global_batch`` set the gradient accumulation is what adapts to the world size:
+``grad_accum = global_batch / (micro_batch x world_size)``. The data-parallel size of the batch is the
+world size: every rank reads its own data, expert parallelism included (it splits the experts, not the
+batch).
+
+Optimizer steps per epoch are the same on any world size: a rank's loader yields
+``num_samples // (micro_batch x world_size)`` micro-batches an epoch (``data.loaders``), and
+``(n // (m x w)) // a == n // (m x w x a) == n // global_batch``. Micro-batches beyond the last whole
+optimizer step of an epoch are not trained on (they would otherwise be accumulated into the next epoch's
+first step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vidprism_ds.config.schema import ConfigError, TrainConfig
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batch arithmetic of one run at its world size."""
+
+    micro_batch: int  # clips per rank per forward/backward
+    grad_accum: int  # micro-batches accumulated per optimizer step
+    world_size: int  # data-parallel size
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.grad_accum * self.world_size
+
+    def steps_per_epoch(self, batches_per_rank: int) -> int:
+        """Optimizer steps in an epoch of ``batches_per_rank`` micro-batches on each rank."""
+        return batches_per_rank // self.grad_accum
+
+    def describe(self) -> str:
+        processes = "process" if self.world_size == 1 else "processes"
+        return (f"global batch {self.global_batch} = micro-batch {self.micro_batch} x grad_accum "
+                f"{self.grad_accum} x {self.world_size} {processes}")
+
+
+def _largest_divisor_up_to(number: int, limit: int) -> int:
+    return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
+
+
+def _indivisible(train: TrainConfig, world_size: int) -> ConfigError:
+    clips_per_micro_step = train.micro_batch * world_size
+    stated = (f"train.global_batch: {train.global_batch} is not a multiple of train.micro_batch x world size "
+              f"({train.micro_batch} x {world_size} = {clips_per_micro_step})")
+    if train.global_batch % world_size:
+        return ConfigError(f"{stated}, and {world_size} processes cannot share it evenly: run on a world size "
+                           f"that divides {train.global_batch}, or change train.global_batch")
+    per_rank = train.global_batch // world_size
+    fitting = _largest_divisor_up_to(per_rank, train.micro_batch)
+    return ConfigError(f"{stated}; each of the {world_size} processes trains {per_rank} clips a step: set "
+                       f"train.micro_batch to a divisor of {per_rank} (e.g. {fitting}, with grad_accum "
+                       f"{per_rank // fitting})")
+
+
+def plan_batch(train: TrainConfig, world_size: int) -> BatchPlan:
+    """The micro-batch, accumulation and world size of a run; raises ConfigError naming the keys when
+    ``train.global_batch`` cannot be met on ``world_size`` processes or contradicts ``train.grad_accum``."""
+    if not train.global_batch:
+        return BatchPlan(train.micro_batch, train.grad_accum, world_size)
+    if train.global_batch % (train.micro_batch * world_size):
+        raise _indivisible(train, world_size)
+    derived = train.global_batch // (train.micro_batch * world_size)
+    # 1 is grad_accum's default: a config that names only the global batch leaves it there
+    if train.grad_accum not in (1, derived):
+        raise ConfigError(f"train.grad_accum: {train.grad_accum} disagrees with train.global_batch "
+                          f"{train.global_batch} = train.micro_batch {train.micro_batch} x grad_accum {derived} x "
+                          f"world size {world_size}; remove train.grad_accum (it is derived) or set it to {derived}")
+    return BatchPlan(train.micro_batch, derived, world_size)
+
+
+def lr_scale(train: TrainConfig, global_batch: int) -> float:
+    """The factor ``train.lr_scaling`` applies to optim.lr (and so to the backbone's lr x clip_ratio); the
+    config's own rules (lr_base_batch set where a rule needs it) are config.validation's."""
+    if train.lr_scaling == "none":
+        return 1.0
+    ratio = global_batch / train.lr_base_batch
+    return ratio if train.lr_scaling == "linear" else math.sqrt(ratio)
+
+
+def micro_batches_to_skip(batches_in_epoch: int, saved_micro_batch: int, saved_world_size: int,
+                          plan: BatchPlan) -> int:
+    """A checkpoint's position in its epoch (micro-batches consumed on each of its ranks) in this run's
+    micro-batches: the same number of clips of the epoch seen, rounded down to a whole optimizer step (the
+    loop and DeepSpeed count accumulation from the first micro-batch trained). ``saved_micro_batch`` 0 (a
+    tag written before it was recorded) means this run's micro-batch."""
+    clips_seen = batches_in_epoch * (saved_micro_batch or plan.micro_batch) * saved_world_size
+    skip = clips_seen // (plan.micro_batch * plan.world_size)
+    return skip - skip % plan.grad_accum

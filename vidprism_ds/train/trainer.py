@@ -1,0 +1,413 @@
+"""The Trainer: the model built, parallelised and wrapped with DeepSpeed, trained with checkpoints,
+logging and pre-emption, and evaluated.
+
+``Trainer.fit`` is a loop over ``train_step`` (one micro-batch forward and backward; DeepSpeed steps the
+optimizer every ``grad_accum`` of them) and ``after_step`` (after each optimizer step: history, logging,
+checkpoints, stop requests). The batch arithmetic is ``vidprism_ds.train.batch``: with
+``train.global_batch`` set the same recipe takes the same optimizer steps on any world size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import deepspeed
+import torch
+
+from vidprism_ds.config.io import to_dict
+from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
+from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, check_shards_at_start, eval_batch_videos
+from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
+from vidprism_ds.data.transforms import frames_to_device, normalise
+from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
+from vidprism_ds.model.classifier_slicing import apply_init_class_map, is_classifier_param
+from vidprism_ds.model.losses import combine_losses
+from vidprism_ds.model.text_embeddings import class_text_embeddings
+from vidprism_ds.model.video_model import build_video_model
+from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
+from vidprism_ds.train import checkpoint_engine, optim
+from vidprism_ds.train.batch import lr_scale, micro_batches_to_skip, plan_batch
+from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags
+from vidprism_ds.train.compile import compile_model
+from vidprism_ds.train.distributed import init_distributed, rank_zero_first
+from vidprism_ds.train.ds_config import resolve_ds_config, training_dtype
+from vidprism_ds.train.evaluate import EvalResult, evaluate, write_eval_report
+from vidprism_ds.train.export import export_model
+from vidprism_ds.train.memory import report_and_check
+from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_eval_line, format_train_line
+from vidprism_ds.train.signals import StopRequest
+from vidprism_ds.train.step_log import StepLossLog
+
+
+@dataclass
+class RunResult:
+    history: list[dict] = field(default_factory=list)  # one entry per optimizer step: step, loss terms, lr
+    eval_metrics: Optional[dict] = None
+    expert_weights: Optional[list[float]] = None  # mean readout weight per expert over the last eval
+    output_dir: Optional[Path] = None
+    step: int = 0
+    stopped_by_signal: bool = False
+    resumed_from: Optional[int] = None
+
+
+# what ``Trainer.after_step`` tells the loop (None: carry on)
+STOPPED = "stopped"  # a stop signal was agreed: checkpoint saved, the run returns
+FINISHED = "finished"  # train.max_steps reached: checkpoint saved, the epoch loop ends
+
+
+@dataclass
+class _LoopState:
+    """Where ``fit`` is, and what it carries between steps."""
+
+    result: RunResult
+    stop: StopRequest
+    on_step: Optional[Callable[[int], None]]
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of the epoch consumed on this rank
+    pending: StepLossLog = field(default_factory=StepLossLog)
+    window_start: float = field(default_factory=time.perf_counter)  # throughput since the last logged step
+    window_clips: int = 0
+
+
+def load_init_weights(model, cfg: ExperimentConfig) -> None:
+    """``train.init_from`` into ``model``, its classifier mapped by ``train.init_class_map``."""
+    state = torch.load(cfg.train.init_from, map_location="cpu", weights_only=True)
+    state = apply_init_class_map(state, cfg.train.init_class_map)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if cfg.train.init_class_map == FRESH_CLASSIFIER:  # the new classifier is meant to be missing
+        missing = [key for key in missing if not is_classifier_param(key)]
+    if missing or unexpected:
+        raise RuntimeError(f"train.init_from {cfg.train.init_from}: does not match the model (missing "
+                           f"{missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def check_inputs(cfg: ExperimentConfig, num_classes: int, eval_class_names: Optional[list[str]]) -> None:
+    """What the run reads, checked before anything slow, as one ConfigError naming the key or file: the
+    decode device, and the shard folders, manifests and class lists (the evaluation loader is otherwise
+    built, and checked, only at the first evaluation, possibly hours in)."""
+    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
+                          "use cpu")
+    try:
+        check_shards_at_start(cfg.data, num_classes, train=not cfg.train.eval_only, eval_class_names=eval_class_names)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
+def unused_ep_size_warning(ep_size: int, has_experts: bool, variant: str) -> Optional[str]:
+    """The line to print when ``parallel.ep_size`` asks for expert parallelism a model cannot use."""
+    if ep_size == 1 or has_experts:
+        return None
+    return (f"warning: parallel.ep_size={ep_size} has no effect: model.variant={variant} has no experts "
+            "(every process holds the whole model)")
+
+
+def _limit_cpu_threads(world_size: int, on_gpu: bool) -> None:
+    if not on_gpu and "OMP_NUM_THREADS" not in os.environ:
+        # Processes sharing the cores: oversubscribed threads only add scheduling overhead.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, ds_config: dict, eval_class_names: Optional[list[str]] = None):
+        self.cfg = cfg
+        self.class_names = load_class_names(cfg.data.dataset, cfg.data.labels)
+        self.num_classes = cfg.model.num_classes or len(self.class_names)
+        self.eval_class_names = eval_class_names
+        check_inputs(cfg, self.num_classes, eval_class_names)  # in seconds, before any process group
+        self.rank, self.world_size, self.device = init_distributed()
+        # the batch arithmetic needs the world size, and is checked before the model is built
+        self.batch = plan_batch(cfg.train, self.world_size)
+        self.lr_scale = lr_scale(cfg.train, self.batch.global_batch)
+        self.on_gpu = self.device.type == "cuda"
+        self.dtype = training_dtype(cfg.train.precision, self.on_gpu)
+        _limit_cpu_threads(self.world_size, self.on_gpu)
+        self.output_dir = Path(cfg.train.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.train.seed)
+
+        self._build_model(eval_class_names)
+        self._build_train_loader()
+        self._build_engine(ds_config)
+        self.checkpoints = CheckpointManager(self.output_dir, self.ctx, cfg.train.keep_checkpoints, to_dict(cfg),
+                                             log=self.log_line, micro_batch=self.batch.micro_batch,
+                                             global_batch=self.batch.global_batch)
+        self.reporter = Reporter(cfg.logging, self.output_dir, self.rank, to_dict(cfg), self.output_dir.name)
+
+    def log_line(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    # ------------------------------------------------------------------------------------------- set-up
+
+    def _build_model(self, eval_class_names: Optional[list[str]]) -> None:
+        """The model (with train.init_from), the class text embeddings it needs, expert parallelism."""
+        cfg = self.cfg
+        built = build_video_model(cfg.model, self.num_classes, cfg.data.num_frames, seed=cfg.train.seed)
+        self.model = built.model
+        if cfg.train.init_from:
+            load_init_weights(self.model, cfg)
+        self.text_cd = None
+        if cfg.model.loss.contrastive > 0 or eval_class_names is not None:
+            # the text tower runs on the device: 710 classes x 28 prompts take minutes on a CPU core
+            built.clip.to(self.device)
+            self.text_cd = self._text_embeddings(built.clip, self.class_names)
+        self.zero_shot_text_cd = (self._text_embeddings(built.clip, eval_class_names)
+                                  if eval_class_names is not None else None)
+        del built  # the text tower is no longer needed
+
+        self.ctx: ParallelContext = init_expert_parallel(cfg.parallel.ep_size)
+        self.has_experts = parallelize_model(self.model, self.ctx) is not None
+        warning = unused_ep_size_warning(cfg.parallel.ep_size, self.has_experts, cfg.model.variant)
+        if warning:
+            self.log_line(warning)
+        self.model.to(self.device)
+
+    def _build_train_loader(self) -> None:
+        """The loader, and the epoch in optimizer steps of the global batch (the schedule's unit)."""
+        cfg = self.cfg
+        self.train_loader = None
+        if not cfg.train.eval_only:
+            self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.rank,
+                                                   self.world_size, seed=cfg.train.seed, num_classes=self.num_classes)
+            self.train_loader.pin_memory = self.on_gpu
+        self.steps_per_epoch = self.batch.steps_per_epoch(len(self.train_loader)) if self.train_loader else 0
+        if self.train_loader is not None and not self.steps_per_epoch:
+            # otherwise every epoch ends before its first optimizer step and the run "finishes" untrained
+            raise ConfigError(f"train.global_batch: an epoch of data.train_shards gives each of the {self.world_size} "
+                              f"process(es) {len(self.train_loader)} micro-batch(es) of {cfg.train.micro_batch} clips, "
+                              f"fewer than the {self.batch.grad_accum} one optimizer step of {self.batch.global_batch} "
+                              "clips accumulates: lower train.global_batch or add training videos")
+        # the micro-batches of an epoch that make whole optimizer steps (batch.py: the rest are not trained on)
+        self.batches_per_epoch = self.steps_per_epoch * self.batch.grad_accum
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps) if self.total_steps else cfg.train.max_steps
+        if self.train_loader is not None:
+            self.log_line(f"{self.batch.describe()}: {self.steps_per_epoch} optimizer steps an epoch, "
+                          f"{self.total_steps} in all; lr x {self.lr_scale:g} (train.lr_scaling={cfg.train.lr_scaling})")
+
+    def _build_engine(self, ds_config: dict) -> None:
+        """The DeepSpeed config, the memory check, the optimizer and schedule, DeepSpeed's engine."""
+        cfg = self.cfg
+        self.ds_config = resolve_ds_config(ds_config, cfg, self.world_size, self.on_gpu, self.has_experts)
+        # before DeepSpeed allocates anything: a configuration that cannot fit fails here, naming the knob
+        self.memory_estimate = None
+        if not cfg.train.eval_only:
+            self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.world_size,
+                                                    self.ctx.ep_size, self.device, self.dtype, log=self.log_line)
+        if cfg.train.compile:
+            compile_model(self.model)  # in place and lazy: traced at the first forward
+
+        optim_cfg = dataclasses.replace(cfg.optim, lr=cfg.optim.lr * self.lr_scale)
+        groups = optim.param_groups(self.model, optim_cfg)
+        optimizer = optim.build_optimizer(groups, optim_cfg, cpu_offload=optim.uses_cpu_offload(ds_config))
+        scheduler = optim.build_scheduler(optimizer, optim_cfg, max(1, self.total_steps))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        checkpoint_engine.install(self.engine)  # checkpoint files are loaded with weights_only=True
+
+    def _text_embeddings(self, clip_model, class_names: list[str]) -> torch.Tensor:
+        key = backbone_identity(self.cfg.model.backbone, seed=self.cfg.train.seed)
+        tokenizer = get_tokenizer(self.cfg.model.backbone.arch)
+        text = rank_zero_first(self.rank, lambda: class_text_embeddings(
+            clip_model, tokenizer, class_names, self.cfg.model.text_cache_dir, key))
+        return text.to(self.device)
+
+    # ----------------------------------------------------------------------------------------- training
+
+    def _resume(self) -> tuple[int, int, int, Optional[int]]:
+        """(step, epoch, batches to skip in that epoch, resumed step or None)."""
+        if not self.cfg.train.resume:
+            if complete_tags(self.checkpoints.root):
+                self.log_line(f"train.resume=false: starting from step 0 although {self.checkpoints.root} holds "
+                              "checkpoints (they are kept until newer ones replace them)")
+            return 0, 0, 0, None
+        meta: Optional[CheckpointMeta] = self.checkpoints.resume(self.engine)
+        if meta is None:
+            return 0, 0, 0, None
+        skip = meta.batches_in_epoch
+        if meta.world_size != self.world_size or meta.ep_size != self.ctx.ep_size:
+            # Fresh optimizer state; the schedule continues from the step; the data position is
+            # scaled to the new world size (the same number of samples seen in this epoch).
+            for _ in range(meta.step):
+                self.scheduler.step()
+            skip = micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, meta.world_size, self.batch)
+            self.reporter.line(f"resumed weights from {meta.tag} (world {meta.world_size}, ep {meta.ep_size}); "
+                               f"optimizer state starts fresh at world {self.world_size}, ep {self.ctx.ep_size}")
+        else:
+            self.reporter.line(f"resumed from {meta.tag}: step {meta.step}, epoch {meta.epoch}")
+        if meta.global_batch and meta.global_batch != self.batch.global_batch:
+            self.reporter.line(f"warning: {meta.tag} was trained with global batch {meta.global_batch}, this run's is "
+                               f"{self.batch.global_batch}: its step count and schedule differ from the checkpoint's "
+                               f"run (train.global_batch={meta.global_batch} keeps them)")
+        if self.steps_per_epoch and skip >= self.batches_per_epoch:
+            return meta.step, meta.epoch + 1, 0, meta.step
+        return meta.step, meta.epoch, skip, meta.step
+
+    def _frames(self, batch: dict) -> torch.Tensor:
+        """The batch's clips, CLIP-normalised in the training dtype on the device."""
+        if uses_device_decode(batch):
+            frames_u8 = decode_clips(batch, self.device, self.cfg.data.image_size)
+            return normalise(frames_u8, self.dtype)
+        return frames_to_device(batch["frames"], self.device, self.dtype)
+
+    def _forward_loss(self, batch: dict):
+        frames = self._frames(batch)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        output = self.engine(frames)
+        losses = combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
+        return output, losses
+
+    def _flush_history(self, state: _LoopState) -> None:
+        for entry in state.pending.flush():
+            state.result.history.append(entry)
+            self.reporter.record(entry)
+
+    def _save(self, state: _LoopState, epoch: int, batches_in_epoch: int) -> None:
+        # the history file must hold every step up to the checkpoint: a resumed run continues after it
+        self._flush_history(state)
+        self.checkpoints.save(self.engine, state.step, epoch, batches_in_epoch)
+
+    def train_step(self, batch: dict):
+        """One micro-batch: forward, backward, and DeepSpeed's step (the optimizer steps, and the schedule
+        with it, on every ``grad_accum``-th micro-batch; the others only accumulate)."""
+        output, losses = self._forward_loss(batch)
+        self.engine.backward(losses.total)
+        self.engine.step()
+        return output, losses
+
+    def _log_step(self, state: _LoopState, output, lr: float) -> None:
+        """The console line and wandb metrics of a logging step (the one host read of the loss terms)."""
+        self._flush_history(state)
+        terms = {k: v for k, v in state.result.history[-1].items() if k not in ("step", "epoch", "lr")}
+        clips_per_s = state.window_clips / max(time.perf_counter() - state.window_start, 1e-9)
+        weights = output.expert_weights.detach().float().mean(dim=0).tolist()
+        spec = expert_specialisation(output.expert_means)
+        self.reporter.line(format_train_line(state.step, state.epoch, clips_per_s, lr, terms, weights, spec))
+        self.reporter.log({**terms, "lr": lr, "clips_per_s": clips_per_s, "expert_similarity": spec}, state.step)
+        state.window_start, state.window_clips = time.perf_counter(), 0
+
+    def after_step(self, state: _LoopState, output, losses) -> Optional[str]:
+        """After optimizer step ``state.step``: its history entry, logging, checkpoints and the stop
+        agreement. Returns STOPPED or FINISHED to end the epoch's loop, None to carry on."""
+        train = self.cfg.train
+        lr = self.scheduler.get_last_lr()[-1]
+        state.pending.add({"step": state.step, "epoch": state.epoch, "lr": lr}, {**losses.terms, "total": losses.total})
+        if state.on_step is not None:
+            state.on_step(state.step)
+        if state.step % max(1, self.cfg.logging.log_every_steps) == 0:
+            self._log_step(state, output, lr)
+        done = bool(train.max_steps) and state.step >= train.max_steps
+        if train.save_every_steps and state.step % train.save_every_steps == 0 and not done:
+            self._save(state, state.epoch, state.batches_in_epoch)
+        # every rank reaches the same steps, so the agreement (a collective) stays in lockstep
+        if state.step % train.stop_check_every == 0 and state.stop.agreed(self.world_size, self.device):
+            self._save(state, state.epoch, state.batches_in_epoch)
+            self.reporter.line(f"stop requested (signal {state.stop.signum or 'on another rank'}): "
+                               f"checkpoint saved at step {state.step}")
+            return STOPPED
+        if done:
+            self._save(state, state.epoch, state.batches_in_epoch)
+            return FINISHED
+        return None
+
+    def _train_epoch(self, state: _LoopState, skip: int) -> Optional[str]:
+        """The epoch ``state.epoch`` from micro-batch ``skip`` on; what ``after_step`` ended it with."""
+        self.train_loader.set_epoch(state.epoch)
+        self.engine.train()
+        state.window_start, state.window_clips = time.perf_counter(), 0
+        for batch_index, batch in enumerate(itertools.islice(self.train_loader, self.batches_per_epoch)):
+            if batch_index < skip:
+                continue
+            output, losses = self.train_step(batch)
+            state.window_clips += batch["labels"].shape[0] * self.world_size
+            state.batches_in_epoch = batch_index + 1
+            if state.batches_in_epoch % self.batch.grad_accum:
+                continue  # DeepSpeed accumulated; the optimizer steps every grad_accum micro-batches
+            state.step += 1
+            outcome = self.after_step(state, output, losses)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def _max_steps_reached(self, step: int) -> bool:
+        return bool(self.cfg.train.max_steps) and step >= self.cfg.train.max_steps
+
+    def fit(self, on_step: Optional[Callable[[int], None]] = None) -> RunResult:
+        """Train from the newest checkpoint (or the start) to the end or a stop signal.
+
+        ``on_step(step)`` runs after each optimizer step (benchmarks time steps with it).
+
+        Host syncs of ours per optimizer step: none between logging steps (loss terms stay on the device
+        in ``StepLossLog``); one read per ``logging.log_every_steps``; one small all-reduce and read per
+        ``train.stop_check_every`` steps for the pre-emption agreement.
+        """
+        train = self.cfg.train
+        state = _LoopState(result=RunResult(output_dir=self.output_dir), stop=StopRequest(), on_step=on_step)
+        state.step, start_epoch, skip, state.result.resumed_from = self._resume()
+        try:
+            for state.epoch in range(start_epoch, train.epochs):
+                if self._max_steps_reached(state.step):
+                    break
+                outcome = self._train_epoch(state, skip)
+                if outcome == STOPPED:
+                    state.result.stopped_by_signal = True
+                    break
+                skip = 0
+                if self._max_steps_reached(state.step):
+                    break
+                self._save(state, state.epoch + 1, 0)  # epoch end: the next starts clean
+                if train.eval_every_epochs and (state.epoch + 1) % train.eval_every_epochs == 0 and (
+                        state.epoch + 1) < train.epochs:
+                    self.run_eval(state.step, tag=f"epoch_{state.epoch + 1:03d}")
+        finally:
+            state.stop.restore()
+            self._flush_history(state)
+        state.result.step = state.step
+        return state.result
+
+    # ----------------------------------------------------------------------------------------- evaluation
+
+    def run_eval(self, step: int, tag: str, zero_shot: bool = False) -> tuple[EvalResult, Optional[list[float]]]:
+        cfg = self.cfg
+        # videos per batch bounded in bytes (data.eval_chunk_mib): a 4 x 3-view batch of 32-frame videos
+        # is ~58 MB a video, and workers x prefetch batches of it sit in host memory
+        text = self.zero_shot_text_cd if zero_shot else None
+        num_classes = text.shape[0] if text is not None else self.num_classes
+        loader = build_eval_loader(cfg.data, None, eval_batch_videos(cfg.data, cfg.train.micro_batch), self.rank,
+                                   self.world_size, num_classes=num_classes,
+                                   class_names=self.eval_class_names if zero_shot else None)
+        loader.pin_memory = self.on_gpu
+        weights_sum = []
+
+        def record_weights(module, args, output):
+            weights_sum.append(output.expert_weights.detach().float().mean(dim=0))
+
+        head = find_expert_head(self.engine.module) or self.engine.module.head
+        hook = head.register_forward_hook(record_weights)
+        try:
+            result = evaluate(self.engine, loader, num_classes, self.device, self.dtype, self.world_size, text,
+                              chunk=cfg.train.micro_batch, progress=self.rank == 0)
+        finally:
+            hook.remove()
+        expert_weights = torch.stack(weights_sum).mean(dim=0).tolist() if weights_sum else None
+        if self.rank == 0:
+            names = self.class_names if text is None else None
+            write_eval_report(result, names or [], self.output_dir / "eval" / tag)
+        self.reporter.line(format_eval_line(tag, result.top1, result.top5, result.samples, num_classes))
+        self.reporter.log(result.as_dict(), step, prefix="eval")
+        return result, expert_weights
+
+    def export(self, path: str | Path) -> Optional[Path]:
+        """Consolidated fp32 state dict (single-process names) + the config next to it (rank 0)."""
+        return export_model(self.engine.module, self.ctx, self.cfg, path)
