@@ -1,7 +1,10 @@
-"""train.py as users run it: config errors, SIGTERM -> checkpoint + exit 3, SIGKILL -> resume."""
+"""train.py as users run it: config errors, SIGTERM -> checkpoint + exit 3, SIGKILL -> resume, from any
+folder, and docs/data.md's "your own data" walkthrough end to end."""
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,9 +15,10 @@ import pytest
 
 from tests.tiny_runs import tiny_overrides
 from vidprism_ds.config import dump_yaml, load_config
-from vidprism_ds.train.cli import main
+from vidprism_ds.train.cli import DEFAULT_DS_CONFIG, main
 
 REPO = Path(__file__).resolve().parents[2]
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 
 
 def _config_file(tmp_path, shards, output_dir, **extra) -> Path:
@@ -23,11 +27,16 @@ def _config_file(tmp_path, shards, output_dir, **extra) -> Path:
     return path
 
 
-def _start(config: Path) -> subprocess.Popen:
+def _plain_process_env() -> dict[str, str]:
+    """This environment without a launcher's variables: the child is a world of one."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+    for key in LAUNCHER_VARIABLES:
         env.pop(key, None)
-    return subprocess.Popen([sys.executable, "train.py", "--config", str(config)], cwd=REPO, env=env,
+    return env
+
+
+def _start(config: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "train.py", "--config", str(config)], cwd=REPO, env=_plain_process_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -111,7 +120,7 @@ def test_eval_only_and_export_reproduce_the_trained_model(tiny_shards, tmp_path)
     assert finished_export.is_file() and finished_export.with_suffix(".yaml").is_file()
 
     (out / "eval").rename(tmp_path / "first_eval")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     export = tmp_path / "model.pt"
     done = subprocess.run([sys.executable, "train.py", "--config", str(config), "--eval-only", "--export",
                            str(export)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -134,7 +143,7 @@ def test_eval_only_and_export_reproduce_the_trained_model(tiny_shards, tmp_path)
 ])
 def test_a_full_disk_or_an_unsafe_checkpoint_is_one_line(tmp_path, monkeypatch, capsys, tiny_shards, error, code,
                                                         line):
-    import vidprism_ds.train.loop as loop
+    import vidprism_ds.train.run as run_module
     from vidprism_ds.train.checkpoint_engine import UnsafeCheckpointError
     from vidprism_ds.utils.files import out_of_space
 
@@ -144,7 +153,7 @@ def test_a_full_disk_or_an_unsafe_checkpoint_is_one_line(tmp_path, monkeypatch, 
         raise UnsafeCheckpointError("/scratch/run/checkpoints/step_00000010/mp_rank_00_model_states.pt: refused "
                                     "to load: ...")
 
-    monkeypatch.setattr(loop, "run_experiment", failing_run)
+    monkeypatch.setattr(run_module, "run_experiment", failing_run)
     config = _config_file(tmp_path, tiny_shards, tmp_path / "out")
     assert main(["--config", str(config)]) == code
     err = capsys.readouterr().err.strip().splitlines()
@@ -161,3 +170,73 @@ def test_a_garbled_manifest_is_one_line_naming_it_before_anything_starts(tmp_pat
     assert main(["--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "manifest.json: not a JSON document" in err[0], err
+
+
+def test_the_default_deepspeed_config_is_found_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert DEFAULT_DS_CONFIG.is_file() and DEFAULT_DS_CONFIG.is_absolute()
+    # gets past reading the DeepSpeed JSON and stops at the next check, before anything is written
+    assert main(["--set", "parallel.ep_size=3"]) == 2
+    err = capsys.readouterr().err
+    assert "parallel.ep_size" in err and "deepspeed_config" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_relative_deepspeed_config_missing_here_names_the_repositorys(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--deepspeed_config", "ds_configs/zero1.json"]) == 2
+    err = capsys.readouterr().err
+    assert f"current folder ({tmp_path})" in err and str(REPO / "ds_configs" / "zero1.json") in err, err
+
+
+def test_the_output_folder_is_announced_as_an_absolute_path(tmp_path, monkeypatch, capsys, tiny_shards):
+    import vidprism_ds.train.run as run_module
+    from vidprism_ds.train.trainer import RunResult
+
+    monkeypatch.setattr(run_module, "run_experiment", lambda *args, **kwargs: RunResult())
+    config = _config_file(tmp_path, tiny_shards, "runs/relative")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", str(config)]) == 0
+    assert f"train.py: outputs in {tmp_path / 'runs' / 'relative'} (train.output_dir)" in capsys.readouterr().out
+
+
+OWN_DATA_HEADING = "## Your own data in 5 minutes"
+
+
+def own_data_commands() -> str:
+    """The shell block of docs/data.md's walkthrough, as a user copies it."""
+    section = (REPO / "docs" / "data.md").read_text(encoding="utf-8").split(OWN_DATA_HEADING, 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_own_data_walkthrough_runs_as_documented(tmp_path):
+    from vidprism_ds.data.synthetic import make_dataset
+
+    data = tmp_path / "my videos"  # a space: the documented commands must quote their paths
+    make_dataset(data, train_per_class=8, val_per_class=2, size=64, num_frames=16, seed=0)
+    script, found = re.subn(r"^DATA=.*$", f"DATA={shlex.quote(str(data))}", own_data_commands(), count=1,
+                            flags=re.MULTILINE)
+    assert found == 1
+    # the documented commands as they are, with training cut to two steps of half the demo's batch and no
+    # loader worker process
+    first_train = script.index("python train.py")
+    shorter = "SETTINGS+=(--set train.max_steps=2 --set train.global_batch=16 --set data.num_workers=0)\n"
+    script = script[:first_train] + shorter + script[first_train:]
+    # `python` is this interpreter. A shell function rather than its folder first on PATH: that folder
+    # also holds another ninja, and DeepSpeed's C++ op, built by the other one, would be rebuilt (minutes).
+    script = f'python() {{ {shlex.quote(sys.executable)} "$@"; }}\n' + script
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=_plain_process_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    run = data / "run"
+    assert [json.loads(line)["step"] for line in (run / "train_history.jsonl").read_text().splitlines()] == [1, 2]
+    metrics = json.loads((run / "eval" / "final" / "metrics.json").read_text())
+    assert metrics["samples"] == 8 and "top5" not in metrics  # 4 classes: top-5 says nothing
+    assert list(metrics["per_class_accuracy"]) == (data / "labels.txt").read_text().splitlines()
+    assert done.stdout.count("eval final:") == 2  # training's evaluation, then --eval-only's
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    assert summary["clips"] == 8 and summary["class_names"] == list(metrics["per_class_accuracy"])
+    assert {p.name for p in (run / "analysis").glob("*.png")} == {
+        "expert_weight_by_class.png", "expert_similarity.png", "keep_positions.png"}

@@ -19,14 +19,21 @@ from vidprism_ds.config.validation import check_run_data
 EXIT_CONFIG = 2
 EXIT_FAILED = 1  # the run failed for a reason outside the config (a full disk)
 
+# Files that come with the code are found from this file, not from the current folder, so that
+# train.py runs from any folder (the demo's YAML is found the same way, in vidprism_ds.train.demo).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DS_CONFIG = REPO_ROOT / "ds_configs" / "zero2.json"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train or evaluate VidPrism with DeepSpeed. "
                                 "Without --config: the demo on synthetic temporal videos.")
-    p.add_argument("--config", help="experiment YAML (configs/*.yaml); default: the embedded demo")
+    p.add_argument("--config", help="experiment YAML (configs/*.yaml); default: the embedded demo. Outputs go "
+                   "to train.output_dir, which, when relative, is taken from the current folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=1e-4 (repeatable)")
-    p.add_argument("--deepspeed_config", default="ds_configs/zero2.json", help="DeepSpeed JSON")
+    p.add_argument("--deepspeed_config", default=None,
+                   help=f"DeepSpeed JSON (default: {DEFAULT_DS_CONFIG}, whatever the current folder)")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # from the deepspeed launcher
     p.add_argument("--eval-only", action="store_true", help="evaluate the newest checkpoint (or train.init_from)")
     p.add_argument("--export", metavar="PATH", help="write the newest checkpoint as one fp32 state dict and exit")
@@ -48,17 +55,42 @@ def load_run_config(args: argparse.Namespace):
     return load_config(args.config or DEMO_CONFIG, overrides)
 
 
-def _check_against_launch(cfg, ds_config: dict) -> None:
-    """Fail before any process group, data or model exists: world size vs ep_size and batch sizes."""
+def ds_config_path(given: Optional[str]) -> Path:
+    """``--deepspeed_config`` as a file: the repository's ``ds_configs/zero2.json`` when not given. A given
+    relative path is the user's, from the current folder; when it is not there but the repository has it
+    (``ds_configs/zero1.json`` typed outside the repository), the error names the repository's file."""
+    if given is None:
+        return DEFAULT_DS_CONFIG
+    path = Path(given)
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).is_file():
+        raise ConfigError(f"--deepspeed_config: {given} does not exist in the current folder ({Path.cwd()}); "
+                          f"the repository's is {REPO_ROOT / path}")
+    return path
+
+
+def name_the_accelerator() -> None:
+    """Tell DeepSpeed the device the trainer will use (a GPU when torch sees one, else the CPU), before it
+    is imported: left to guess, it warns in every process that it fell back to the CPU. Lines that stay
+    are listed in docs/training.md."""
+    import torch
+
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def _check_against_launch(cfg, ds_config: dict) -> int:
+    """Fail before any process group, data or model exists: world size vs ep_size and batch sizes.
+    Returns this process's rank."""
     import torch
 
     from vidprism_ds.parallel import validate_ep_size
     from vidprism_ds.train.ds_config import resolve_ds_config
     from vidprism_ds.train.launch import resolve_launch
 
-    world_size = resolve_launch(os.environ, scontrol=None).world_size
-    validate_ep_size(cfg.parallel.ep_size, world_size)
-    resolve_ds_config(ds_config, cfg, world_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
+    launch = resolve_launch(os.environ, scontrol=None)
+    validate_ep_size(cfg.parallel.ep_size, launch.world_size)
+    resolve_ds_config(ds_config, cfg, launch.world_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
+    return launch.rank
 
 
 def _zero_shot_class_names(zero_shot_labels: str) -> Optional[list[str]]:
@@ -71,17 +103,20 @@ def _zero_shot_class_names(zero_shot_labels: str) -> Optional[list[str]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    name_the_accelerator()
     try:
         is_demo = args.config is None
         cfg = load_run_config(args)
         if not is_demo:  # the demo makes its own shards; any other run fails here, not after the model is built
             check_run_data(cfg)  # the trainer checks the shards' contents before any process group
         from vidprism_ds.train.ds_config import read_ds_config
-        ds_config = read_ds_config(args.deepspeed_config)
-        _check_against_launch(cfg, ds_config)
+        ds_config = read_ds_config(ds_config_path(args.deepspeed_config))
+        rank = _check_against_launch(cfg, ds_config)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if rank == 0:  # a relative output_dir lands in the current folder: say which folder that is
+        print(f"train.py: outputs in {Path(cfg.train.output_dir).absolute()} (train.output_dir)", flush=True)
 
     from vidprism_ds.train.checkpoint_engine import UnsafeCheckpointError
     from vidprism_ds.train.signals import EXIT_REQUEUE
@@ -90,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if is_demo:
             from vidprism_ds.train.demo_report import run_demo
             return run_demo(cfg, ds_config, with_baseline=not args.no_baseline and not cfg.train.eval_only)
-        from vidprism_ds.train.loop import run_experiment
+        from vidprism_ds.train.run import run_experiment
         zero_shot = _zero_shot_class_names(args.zero_shot_labels)
         result = run_experiment(cfg, ds_config, export_path=args.export, zero_shot_class_names=zero_shot)
     except ConfigError as err:

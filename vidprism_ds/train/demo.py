@@ -43,8 +43,8 @@ def prepare_demo_data(cfg: ExperimentConfig, rank: int) -> ExperimentConfig:
             except (FileNotFoundError, ValueError):
                 return False
         if not (ready(train_dir) and ready(val_dir)):
-            print(f"demo: rendering synthetic temporal videos and sharding them under {base} (first run only)",
-                  flush=True)
+            print(f"demo: rendering synthetic temporal videos and sharding them under {base.absolute()} "
+                  "(first run only)", flush=True)
             make_dataset(base / "videos", train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
                          size=VIDEO_SIZE, num_frames=VIDEO_FRAMES, seed=cfg.train.seed)
             _shard(base / "videos", "train", train_dir)

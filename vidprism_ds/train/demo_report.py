@@ -7,15 +7,20 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from vidprism_ds.config.replace import replace_config
 from vidprism_ds.config.schema import ExperimentConfig
 from vidprism_ds.train.demo import prepare_demo_data
-from vidprism_ds.train.loop import RunResult, init_distributed, replace_config, run_experiment
+from vidprism_ds.train.distributed import init_distributed
+from vidprism_ds.train.evaluate import TOP_K, top_k_text
+from vidprism_ds.train.run import run_experiment
 from vidprism_ds.train.signals import EXIT_REQUEUE
+from vidprism_ds.train.trainer import RunResult
 
 
-def _row(name: str, result: RunResult) -> str:
+def _row(name: str, result: RunResult, num_classes: int) -> str:
     metrics = result.eval_metrics or {}
-    return f"  {name:<22} top-1 {metrics.get('top1', float('nan')):.3f}   top-5 {metrics.get('top5', float('nan')):.3f}"
+    accuracy_by_k = {k: metrics.get(f"top{k}", float("nan")) for k in TOP_K}
+    return f"  {name:<22} " + top_k_text(accuracy_by_k, num_classes, digits=3, sep="   ")
 
 
 def run_demo(cfg: ExperimentConfig, ds_config: dict, with_baseline: bool = True) -> int:
@@ -38,15 +43,15 @@ def run_demo(cfg: ExperimentConfig, ds_config: dict, with_baseline: bool = True)
         lines = ["", "=" * 72, f"VidPrism-DS demo: synthetic temporal videos ({num_classes} classes that differ only "
                  f"in time), {world_size} processes, expert parallelism {cfg.parallel.ep_size}",
                  f"  chance level           top-1 {1 / num_classes:.3f}",
-                 _row(f"VidPrism ({cfg.model.head.mode})", vidprism)]
+                 _row(f"VidPrism ({cfg.model.head.mode})", vidprism, num_classes)]
         if baseline is not None:
-            lines.append(_row("mean pooling (frames)", baseline))
+            lines.append(_row("mean pooling (frames)", baseline, num_classes))
         if vidprism.expert_weights:
             rates = cfg.model.head.sampling_rates
             lines.append("  expert weights (readout, eval mean): " + "  ".join(
                 f"rate {r}: {w:.2f}" for r, w in zip(rates, vidprism.expert_weights)))
         lines += [f"  steps {vidprism.step}, wall time {time.perf_counter() - started:.0f} s, "
-                  f"outputs under {Path(cfg.train.output_dir).parent}", "=" * 72]
+                  f"outputs under {Path(cfg.train.output_dir).absolute().parent}", "=" * 72]
         print("\n".join(lines), flush=True)
     dist.barrier()
     return 0

@@ -9,18 +9,37 @@ classifier.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+# Imported with the trainer, before the first step, rather than at the first report: importing matplotlib
+# enters warnings.catch_warnings, which would make a warning already shown in training show again.
+from matplotlib.figure import Figure
 
+from vidprism_ds.analysis.plots import heatmap, save_figure
 from vidprism_ds.data.transforms import frames_to_device
 
 # CLIP's logit scale: makes the softmax over cosine similarities as peaked as CLIP's own.
 ZERO_SHOT_SCALE = 100.0
+TOP_K = (1, 5)
+# Above this many classes the confusion matrix's cells are too small for their numbers.
+MAX_ANNOTATED_CLASSES = 20
+
+
+def reported_top_k(num_classes: int) -> tuple[int, ...]:
+    """The k whose top-k accuracy says something about the model: k below the number of classes. With k
+    classes or fewer every video's class is among the top k, and top-k is 1.0 whatever the model does."""
+    return tuple(k for k in TOP_K if k < num_classes)
+
+
+def top_k_text(accuracy_by_k: Mapping[int, float], num_classes: int, digits: int = 4, sep: str = " ") -> str:
+    """``top-1 0.7500 top-5 0.9500``, leaving out the k that ``reported_top_k`` leaves out."""
+    return sep.join(f"top-{k} {accuracy_by_k[k]:.{digits}f}" for k in reported_top_k(num_classes))
 
 
 @dataclass
@@ -33,6 +52,14 @@ class EvalResult:
 
     def as_dict(self) -> dict:
         return {"top1": self.top1, "top5": self.top5, "samples": self.samples}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.per_class_accuracy)
+
+    @property
+    def accuracy_by_k(self) -> dict[int, float]:
+        return {1: self.top1, 5: self.top5}
 
 
 class EvalAccumulator:
@@ -109,9 +136,9 @@ def evaluate(model, loader, num_classes: int, device: torch.device, dtype: torch
     model.eval()
     acc = EvalAccumulator(num_classes, device)
     batches = loader
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(loader, total=len(loader), desc="eval", unit="batch", leave=False)
+    if progress:  # a bar on a terminal, plain lines in a log file
+        from vidprism_ds.utils.progress import progress_bar
+        batches = progress_bar(loader, total=len(loader), desc="eval", unit="batch", leave=False)
     for batch in batches:
         probs = video_probabilities(model, batch["frames"], text_cd, chunk, device, dtype)
         acc.add(probs, batch["labels"], batch["valid"])
@@ -120,29 +147,24 @@ def evaluate(model, loader, num_classes: int, device: torch.device, dtype: torch
 
 
 def write_eval_report(result: EvalResult, class_names: list[str], out_dir: Path) -> None:
-    """Per-class accuracy (JSON) and a confusion-matrix PNG (row-normalised)."""
-    import json
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """``metrics.json`` (top-k as ``reported_top_k`` allows, per-class accuracy) and ``confusion.png``
+    (row-normalised, the fractions written in the cells up to ``MAX_ANNOTATED_CLASSES`` classes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(class_names) if len(class_names) == len(result.per_class_accuracy) else [
-        str(i) for i in range(len(result.per_class_accuracy))]
+    num_classes = result.num_classes
+    names = list(class_names) if len(class_names) == num_classes else [str(i) for i in range(num_classes)]
+    top_k = {f"top{k}": result.accuracy_by_k[k] for k in reported_top_k(num_classes)}
     (out_dir / "metrics.json").write_text(json.dumps({
-        **result.as_dict(), "per_class_accuracy": dict(zip(names, result.per_class_accuracy))}, indent=1))
+        **top_k, "samples": result.samples, "num_classes": num_classes,
+        "per_class_accuracy": dict(zip(names, result.per_class_accuracy))}, indent=1))
     confusion = result.confusion.double()
-    normalised = confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)
-    size = min(20.0, 3.0 + 0.25 * len(names))
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(normalised.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-    if len(names) <= 50:
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+    normalised = (confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+    size = min(20.0, 3.0 + 0.25 * num_classes)
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.subplots()
+    title = f"{top_k_text(result.accuracy_by_k, num_classes, digits=3, sep='  ')}  ({result.samples} videos)"
+    image = heatmap(ax, normalised, names, names, title.strip(), vmin=0.0, vmax=1.0,
+                    annotate=num_classes <= MAX_ANNOTATED_CLASSES, tick_labels=num_classes <= 50)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class's videos")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  ({result.samples} videos)")
-    fig.tight_layout()
-    fig.savefig(out_dir / "confusion.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_dir / "confusion.png", dpi=100)
