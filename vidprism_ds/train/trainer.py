@@ -307,7 +307,7 @@ class Trainer:
             state.on_step(state.step)
         if state.step % max(1, self.cfg.logging.log_every_steps) == 0:
             self._log_step(state, output, lr)
-        done = bool(train.max_steps) and state.step >= train.max_steps
+        done = self._max_steps_reached(state.step)
         if train.save_every_steps and state.step % train.save_every_steps == 0 and not done:
             self._save(state, state.epoch, state.batches_in_epoch)
         # every rank reaches the same steps, so the agreement (a collective) stays in lockstep
