@@ -1,7 +1,8 @@
-"""Data benchmark: shard loader vs on-the-fly decord decoding, and sharding speed.
+"""Data benchmark: shard loader vs on-the-fly decord decoding, sharding speed, and multi-rate shards.
 
     python bench/data.py [--videos 24] [--repeat 8] [--width 340 --height 256 --seconds 10 --fps 30]
                          [--workers 2] [--batch 8] [--frames 8 32] [--measure-batches 12] [--work DIR]
+                         [--multirate [--mode-frames 8 16]]
 
 1. Writes ``--videos`` realistic h264 videos: Kinetics-like 10 s clips at 340x256 (the size Kinetics is
    usually pre-resized to), 30 fps, x264 defaults (keyframe every 250 frames, B-frames).
@@ -12,11 +13,20 @@
    timed over ``--measure-batches`` batches after two warm-up batches.
 
 Prints a markdown table (paste it into docs/benchmarks.md, "## Data") and the figures as JSON.
+
+``--multirate`` runs the multi-rate comparison instead (docs/benchmarks.md, "## Multi-rate shards"):
+
+1. Bytes per video of single-base shards (``--burst-count 0``: today's frames) and multi-rate shards at
+   the default burst settings, on the ``--videos`` long videos and on 16-frame synthetic videos
+   (``vidprism_ds.data.synthetic``'s kind: there the base already keeps every frame).
+2. For each T in ``--mode-frames``: training clips/s of ``segment`` on the single-base shards and of
+   ``segment``, ``dense`` and ``multirate`` on the multi-rate shards of the same list.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -34,6 +44,7 @@ from vidprism_ds.data.prep.run import ShardJob, run_sharding
 from vidprism_ds.data.presets import SYNTHETIC_CLASSES
 from vidprism_ds.data.sampling import FrameSettings
 from vidprism_ds.data.generated_videos import write_video
+from vidprism_ds.data.synthetic import render_video
 from vidprism_ds.data.video_lists import read_video_list
 
 
@@ -88,6 +99,86 @@ def time_loader(loader, measure_batches: int, warmup_batches: int = 2) -> float:
     return clips / (time.perf_counter() - started)
 
 
+def shard_list(work: Path, list_file: Path, frames: FrameSettings, workers: int, name: str) -> tuple[Path, float]:
+    """Shard ``list_file`` (paths relative to ``work``) into ``work/name``; (folder, bytes per video)."""
+    entries, classes = read_video_list(list_file, work, "auto", list(SYNTHETIC_CLASSES))
+    shard_dir = work / f"{name}-{time.time_ns()}"
+    job = ShardJob(entries=entries, out_dir=shard_dir, frames=frames, classes=classes, num_classes=len(classes),
+                   source={"list": str(list_file), "sha256": "bench"}, dataset="synthetic", shard_size=32,
+                   workers=workers)
+    summary = run_sharding(job, progress=False)
+    print(summary.text(), file=sys.stderr)
+    return shard_dir, summary.bytes / max(1, summary.samples)
+
+
+def storage_figures(work: Path, list_file: Path, workers: int) -> dict:
+    """Bytes per video, single-base vs multi-rate shards (default bursts), and the folders made."""
+    single_dir, single_bytes = shard_list(work, list_file, FrameSettings(burst_count=0), workers, "single")
+    multi_dir, multi_bytes = shard_list(work, list_file, FrameSettings(), workers, "multirate")
+    return {"single_base_bytes": round(single_bytes), "multirate_bytes": round(multi_bytes),
+            "ratio": round(multi_bytes / single_bytes, 3), "dirs": (single_dir, multi_dir)}
+
+
+def synthetic_list(work: Path, count: int, size: int = 64, frames: int = 16) -> Path:
+    """``count`` videos as ``python -m vidprism_ds.data.synthetic`` writes them (16 frames, 64 px)."""
+    rows = []
+    for k in range(count):
+        rel = f"synthetic/video_{k:03d}.mp4"
+        if not (work / rel).exists():
+            write_video(work / rel, render_video((0, k), k % len(SYNTHETIC_CLASSES), size, frames))
+        rows.append(f"{rel} {k % len(SYNTHETIC_CLASSES)}\n")
+    list_file = work / "synthetic.txt"
+    list_file.write_text("".join(rows))
+    return list_file
+
+
+def cpu_ms_per_clip(loader, measure_batches: int) -> float:
+    """CPU time per clip of a loader built with no workers (the process does all the work), after one
+    warm-up batch: unlike clips/s it hardly moves when other processes share the cores."""
+    batches = iter(loader)
+    next(batches)
+    clips, started = 0, time.process_time()
+    for _, batch in zip(range(measure_batches), batches):
+        clips += batch["frames"].shape[0]
+    return 1000 * (time.process_time() - started) / max(1, clips)
+
+
+def multirate_comparison(args, work: Path, list_file: Path) -> dict:
+    long_videos = storage_figures(work, list_file, args.workers)
+    single_dir, multi_dir = long_videos.pop("dirs")
+    synthetic = storage_figures(work, synthetic_list(work, args.videos), args.workers)
+    synthetic.pop("dirs")
+    loaders = []
+    for num_frames in args.mode_frames:
+        for mode, shard_dir in (("segment", single_dir), ("segment", multi_dir), ("dense", multi_dir),
+                                ("multirate", multi_dir)):
+            cfg = DataConfig(dataset="synthetic", num_frames=num_frames, image_size=args.image_size,
+                             num_workers=args.workers, shuffle_buffer=64, clip_sampling=mode)
+            rate = time_loader(build_train_loader(cfg, shard_dir, args.batch), args.measure_batches)
+            in_process = build_train_loader(dataclasses.replace(cfg, num_workers=0), shard_dir, args.batch)
+            cpu_ms = cpu_ms_per_clip(in_process, args.measure_batches)
+            shards = "single-base" if shard_dir == single_dir else "multi-rate"
+            loaders.append({"T": num_frames, "mode": mode, "shards": shards, "clips_per_s": round(rate, 1),
+                            "cpu_ms_per_clip": round(cpu_ms, 1)})
+            print(loaders[-1], file=sys.stderr)
+    return {"long_videos": long_videos, "synthetic_16_frames": synthetic, "loaders": loaders}
+
+
+def print_multirate(results: dict, args) -> None:
+    print(f"Machine: {results['machine']}. Videos: {results['videos']}. "
+          f"Workers: {args.workers}, batch {args.batch}, image size {args.image_size}.\n")
+    print("| videos | single-base shards (bytes/video) | multi-rate shards (bytes/video) | ratio |")
+    print("| --- | --- | --- | --- |")
+    for name, key in (("long videos", "long_videos"), ("synthetic, 16 frames", "synthetic_16_frames")):
+        row = results[key]
+        print(f"| {name} | {row['single_base_bytes']} | {row['multirate_bytes']} | {row['ratio']}x |")
+    print("\n| clip length T | data.clip_sampling | shards | training clips/s | CPU ms per clip (no workers) |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in results["loaders"]:
+        print(f"| {row['T']} | {row['mode']} | {row['shards']} | {row['clips_per_s']} | {row['cpu_ms_per_clip']} |")
+    print("\n" + json.dumps(results))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=24)
@@ -102,6 +193,10 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--measure-batches", type=int, default=12)
     parser.add_argument("--work", default="", help="work folder (default: a temporary one, deleted)")
+    parser.add_argument("--multirate", action="store_true",
+                        help="bytes per video and clips/s per data.clip_sampling mode instead (see above)")
+    parser.add_argument("--mode-frames", type=int, nargs="+", default=[8, 16],
+                        help="clip lengths T for --multirate (dense needs T <= the default burst length, 16)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -112,6 +207,11 @@ def main() -> int:
         print(f"videos ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         list_file = work / "bench.txt"
         list_file.write_text("".join(f"{rel} {label}\n" for rel, label in rows * args.repeat))
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+        videos = f"{args.videos} x {args.repeat} rows, {args.width}x{args.height}, {args.seconds:g} s at {args.fps} fps, h264"
+        if args.multirate:
+            print_multirate({"machine": machine, "videos": videos, **multirate_comparison(args, work, list_file)}, args)
+            return 0
 
         entries, classes = read_video_list(list_file, work, "auto", list(SYNTHETIC_CLASSES))
         shard_dir = work / f"shards-{time.time_ns()}"
@@ -122,9 +222,7 @@ def main() -> int:
         shard_rate = summary.rows / summary.seconds
         print(summary.text(), file=sys.stderr)
 
-        results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
-                   "videos": f"{args.videos} x {args.repeat} rows, {args.width}x{args.height}, "
-                             f"{args.seconds:g} s at {args.fps} fps, h264",
+        results = {"machine": machine, "videos": videos,
                    "shard_videos_per_s": round(shard_rate, 2),
                    "shard_bytes_per_video": summary.bytes // max(1, summary.samples), "loaders": []}
         for num_frames in args.frames:

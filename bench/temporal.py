@@ -4,13 +4,15 @@
                                              #   -> docs/results.md (section "temporal") + docs/results/*.png
     python bench/temporal.py --heldout       # meanpool vs the best variant on the held-out benchmark
                                              #   -> docs/results.md (section "heldout") + docs/results/heldout_*.png
+    python bench/temporal.py --frequency     # frequency benchmark: segment / dense / multirate clips
+                                             #   -> docs/results.md (section "frequency") + docs/results/frequency_*.png
     python bench/temporal.py --smoke --report /tmp/r.md --figures /tmp/figs    # seconds; the test suite runs it
 
 Each run trains with the project's own trainer (``vidprism_ds.train.run_experiment``, one process, CPU)
-from the data on disk: videos rendered by ``vidprism_ds.data.synthetic`` (or ``heldout_temporal``),
-sharded with ``data_prep/shard.py``. It then evaluates the trained model on the validation shards with
-the specialisation tools (``vidprism_ds.analysis``): confusion matrix, readout weight per expert by
-class, expert-output similarity. Records go to ``<figures>/<name>_runs.json`` (``--from-records``
+from the data on disk: videos rendered by ``vidprism_ds.data.synthetic`` (or ``heldout_temporal``,
+``synthetic_frequency``), sharded with ``data_prep/shard.py``. It then evaluates the trained model on the
+validation shards with the specialisation tools (``vidprism_ds.analysis``): confusion matrix, readout
+weight per expert by class, expert-output similarity. Records go to ``<figures>/<name>_runs.json`` (``--from-records``
 re-renders the report from them without training); the tables are spliced between the section's
 markers in the report, leaving the hand-written text around them as it is.
 """
@@ -54,13 +56,29 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "no-fusion": (["model.head.use_fusion=false"], "default without the slow/fast interaction"),
     "no-rank": (["model.loss.rank=0"], "default without the rank loss (score head never trained)"),
     "pos-embed": (["model.head.expert_pos_embed=true"], "default with temporal position embeddings in the experts"),
+    # the frequency benchmark (--frequency): how a clip's frames are chosen (data.clip_sampling); dense and
+    # multirate clips carry their frames' times, which the head encodes
+    "segment": (["data.clip_sampling=segment"],
+                "VidPrism default, TSN segments over the sparse base (the paper's clips)"),
+    "dense": (["data.clip_sampling=dense", "model.head.frame_time_encoding=true"],
+              "VidPrism default, T consecutive frames of one dense burst, with frame times"),
+    "multirate": (["data.clip_sampling=multirate", "model.head.frame_time_encoding=true"],
+                  "VidPrism default, base frames over the whole video + consecutive burst frames, with frame times"),
+    "homogeneous-multirate": (["model.variant=homogeneous", "data.clip_sampling=multirate",
+                               "model.head.frame_time_encoding=true"],
+                              "MoTE-style homogeneous head on multirate clips, with frame times"),
+    "homogeneous+fusion-multirate": (["model.variant=homogeneous", "model.head.homogeneous_fusion=true",
+                                      "data.clip_sampling=multirate", "model.head.frame_time_encoding=true"],
+                                     "the same with VidPrism's bidirectional fusion between the experts' streams"),
 }
+FREQUENCY_VARIANTS = ("meanpool", "segment", "dense", "multirate", "homogeneous-multirate",
+                      "homogeneous+fusion-multirate")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     name: str  # report section and figure prefix
-    dataset: str  # "synthetic" or "heldout"
+    dataset: str  # "synthetic", "heldout" or "frequency"
     variants: tuple[str, ...]
     seeds: tuple[int, ...]
     size: int
@@ -72,6 +90,10 @@ class BenchSettings:
     lr: float
     warmup_steps: int
     extra_overrides: tuple[str, ...] = ()
+    # length of the rendered videos and the frames the shards' sparse base keeps (--max-frames); 0 = frames
+    source_frames: int = 0
+    base_frames: int = 0
+    shard_options: tuple[str, ...] = ()  # further data_prep/shard.py options (the bursts)
 
     def base_overrides(self) -> list[str]:
         return [
@@ -92,6 +114,12 @@ FULL = BenchSettings(name="temporal", dataset="synthetic", variants=tuple(VARIAN
 # direction and speed (39% top-1, seed 0 30.7% -> 69.9% at 3,000; docs/results.md).
 HELDOUT = dataclasses.replace(FULL, name="heldout", dataset="heldout", variants=("meanpool",), train_per_class=256,
                               steps=3000)
+# 96-frame videos (4 s at 24 fps) whose shards keep a sparse base of 16 frames (4 fps: every blink class
+# aliases onto the slowest, vidprism_ds/data/synthetic_frequency.py) and 4 bursts of 16 consecutive frames;
+# clips of 16 frames in every mode.
+FREQUENCY = dataclasses.replace(FULL, name="frequency", dataset="frequency", variants=FREQUENCY_VARIANTS,
+                                train_per_class=256, val_per_class=32, source_frames=96, base_frames=16,
+                                shard_options=("--burst-count", "4", "--burst-length", "16"))
 SMOKE = dataclasses.replace(FULL, name="smoke", variants=("meanpool", "homogeneous", "default"), seeds=(0,),
                             frames=8, train_per_class=2, val_per_class=2, steps=2, micro_batch=4, warmup_steps=0)
 
@@ -110,34 +138,35 @@ class PreparedData:
 def _generator(dataset: str):
     if dataset == "synthetic":
         from vidprism_ds.data import synthetic as generator
+    elif dataset == "frequency":
+        from vidprism_ds.data import synthetic_frequency as generator
     else:
         from vidprism_ds.data import heldout_temporal as generator
     return generator
 
 
 def class_names_of(dataset: str) -> list[str]:
-    if dataset == "synthetic":
-        from vidprism_ds.data.presets import SYNTHETIC_CLASSES
-        return list(SYNTHETIC_CLASSES)
-    from vidprism_ds.data.heldout_temporal import HELDOUT_CLASSES
-    return list(HELDOUT_CLASSES)
+    return list(_generator(dataset).DATASET.class_names)
 
 
 def prepare_data(settings: BenchSettings, work: Path) -> PreparedData:
     """Render the videos and shard them, once per data setting (reused by every run and later calls)."""
     from vidprism_ds.data.prep.cli import main as shard_main
 
+    source_frames, base_frames = settings.source_frames or settings.frames, settings.base_frames or settings.frames
     key = f"{settings.dataset}_s{settings.size}_t{settings.frames}_{settings.train_per_class}_{settings.val_per_class}"
+    if (source_frames, base_frames) != (settings.frames, settings.frames) or settings.shard_options:
+        key += f"_v{source_frames}_b{base_frames}" + "".join(settings.shard_options).replace("-", "_")
     root = work / key
     done = root / "READY"
     if not done.is_file():
         kwargs = dict(train_per_class=settings.train_per_class, val_per_class=settings.val_per_class,
-                      size=settings.size, num_frames=settings.frames, seed=0)
+                      size=settings.size, num_frames=source_frames, seed=0)
         paths = _generator(settings.dataset).make_dataset(root, **kwargs)
         for split in ("train", "val"):
             code = shard_main(["--root", str(root), "--list", str(paths[split]), "--out", str(root / f"shards-{split}"),
                                "--labels", str(paths["labels"]), "--workers", "2", "--max-frames",
-                               str(settings.frames), "--no-progress"])
+                               str(base_frames), *settings.shard_options, "--no-progress"])
             if code != 0:
                 raise RuntimeError(f"sharding {paths[split]} failed (exit {code})")
         done.write_text("ok\n")
@@ -207,6 +236,12 @@ def train_and_evaluate(settings: BenchSettings, data: PreparedData, variant: str
 SYNTHETIC_FACTORS = {"rate (steady vs out-and-back)": [0, 0, 1, 1], "direction (right vs left)": [0, 1, 0, 1]}
 HELDOUT_FACTORS = {"first shape": [c // 4 for c in range(8)], "direction (rising vs falling)": [(c // 2) % 2 for c in range(8)],
                    "speed (steady vs fast)": [c % 2 for c in range(8)]}
+# frequency benchmark: classes 0-3 blink (4, 12, 20, 28 cycles), 4-7 are the synthetic order classes
+FREQUENCY_GROUPS = {"blink classes": [0, 1, 2, 3], "order/direction classes": [4, 5, 6, 7]}
+FREQUENCY_FACTORS = {"kind (blinking vs moving)": [0, 0, 0, 0, 1, 1, 1, 1]}
+TITLES = {"synthetic": "Synthetic temporal videos (vidprism_ds.data.synthetic)",
+          "heldout": "Held-out temporal benchmark (vidprism_ds.data.heldout_temporal)",
+          "frequency": "Frequency benchmark (vidprism_ds.data.synthetic_frequency)"}
 
 REPORT_HEADER = """# Results: what VidPrism's parts do on videos that differ only in time
 
@@ -221,15 +256,15 @@ def machine() -> str:
 
 def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, class_names: Sequence[str],
                    load: str = "") -> BenchmarkSpec:
-    factors = SYNTHETIC_FACTORS if settings.dataset == "synthetic" else HELDOUT_FACTORS
-    title = ("Synthetic temporal videos (vidprism_ds.data.synthetic)" if settings.dataset == "synthetic"
-             else "Held-out temporal benchmark (vidprism_ds.data.heldout_temporal)")
+    factors = {"synthetic": SYNTHETIC_FACTORS, "heldout": HELDOUT_FACTORS,
+               "frequency": FREQUENCY_FACTORS}[settings.dataset]
     return BenchmarkSpec(
-        title=title, class_names=list(class_names), factors=factors,
+        title=TITLES[settings.dataset], class_names=list(class_names), factors=factors,
         variant_notes={name: note for name, (_, note) in VARIANTS.items()}, command=command,
+        class_groups=FREQUENCY_GROUPS if settings.dataset == "frequency" else {},
         settings={
             "videos": f"{settings.train_per_class * len(class_names)} train / {settings.val_per_class * len(class_names)} "
-                      f"val, {settings.size}x{settings.size}, {settings.frames} frames, h264, sharded",
+                      f"val, {settings.size}x{settings.size}, {_frames_text(settings)}, h264, sharded",
             "model": "tiny CLIP backbone (random init, frozen), VidPrism head rates 2/4/8/16, D = 64",
             "training": f"{settings.steps} steps, batch {settings.micro_batch}, AdamW lr {settings.lr:g} "
                         f"(warmup {settings.warmup_steps}, cosine), official loss weights, one process, CPU",
@@ -238,6 +273,17 @@ def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, 
             "wall time": f"{total_seconds / 60:.1f} min for the whole table (data preparation included)"
                          + (f"; 1-minute load average at start / end: {load}" if load else ""),
         })
+
+
+def _frames_text(settings: BenchSettings) -> str:
+    if not (settings.source_frames or settings.base_frames or settings.shard_options):
+        return f"{settings.frames} frames"
+    from vidprism_ds.data.synthetic_frequency import DEFAULT_FPS
+
+    bursts = " ".join(settings.shard_options)
+    return (f"{settings.source_frames or settings.frames} frames at {DEFAULT_FPS} fps; shards keep a base of "
+            f"{settings.base_frames or settings.frames} frames (`--max-frames`){f' and `{bursts}`' if bursts else ''}; "
+            f"clips of {settings.frames} frames")
 
 
 def write_report(settings: BenchSettings, records: list[RunRecord], class_names: Sequence[str], report: Path,
@@ -267,6 +313,28 @@ def heldout_summary(records: list[RunRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frequency_summary(records: list[RunRecord]) -> str:
+    """The issue's target: multirate at least 25 points above segment on the blink classes and at most 3
+    below it on the order classes (means over seeds)."""
+    from vidprism_ds.analysis.benchmark_report import by_variant
+
+    groups = by_variant(records)
+    if "segment" not in groups or "multirate" not in groups:
+        return ""
+    mean = {(name, group): 100 * np.mean([r.group_accuracy(ids) for r in groups[name]])
+            for name in ("segment", "multirate") for group, ids in FREQUENCY_GROUPS.items()}
+    blink = mean["multirate", "blink classes"] - mean["segment", "blink classes"]
+    order = mean["multirate", "order/direction classes"] - mean["segment", "order/direction classes"]
+    met = blink >= 25 and order >= -3
+    return "\n".join([
+        "#### multirate against segment (target: >= +25 points on the blink classes, >= -3 on the order classes)", "",
+        f"- blink classes: {mean['multirate', 'blink classes']:.1f}% vs {mean['segment', 'blink classes']:.1f}% "
+        f"({blink:+.1f} points)",
+        f"- order/direction classes: {mean['multirate', 'order/direction classes']:.1f}% vs "
+        f"{mean['segment', 'order/direction classes']:.1f}% ({order:+.1f} points)",
+        f"- target {'met' if met else 'not met'} (means over seeds)"]) + "\n"
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -274,6 +342,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="one seed, 3 variants, a few steps on a few videos")
     p.add_argument("--heldout", action="store_true", help="meanpool vs the best variant on the held-out benchmark")
+    p.add_argument("--frequency", action="store_true",
+                   help="the frequency benchmark: segment / dense / multirate clips on blink and order classes")
     p.add_argument("--variants", default="", help="comma-separated subset of: " + ", ".join(VARIANTS))
     p.add_argument("--seeds", type=int, default=0, help="number of seeds (default: 3, smoke 1)")
     p.add_argument("--steps", type=int, default=0, help="training steps per run (default: the setting's)")
@@ -286,12 +356,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+SMOKE_SIZES = ("seeds", "train_per_class", "val_per_class", "steps", "micro_batch", "warmup_steps")
+
+
 def choose_settings(args) -> BenchSettings:
+    if args.heldout and args.frequency:
+        raise SystemExit("--heldout and --frequency are two benchmarks: choose one")
     settings = SMOKE if args.smoke else FULL
+    if args.frequency:
+        # the smoke run keeps the 96-frame videos (the bursts need them) and three variants
+        settings = dataclasses.replace(FREQUENCY, **({**{k: getattr(SMOKE, k) for k in SMOKE_SIZES},
+                                                      "variants": ("meanpool", "segment", "multirate")}
+                                                     if args.smoke else {}))
     if args.heldout:
-        settings = dataclasses.replace(HELDOUT, **({k: getattr(SMOKE, k) for k in (
-            "seeds", "frames", "train_per_class", "val_per_class", "steps", "micro_batch", "warmup_steps")}
-            if args.smoke else {}))
+        settings = dataclasses.replace(HELDOUT, **({k: getattr(SMOKE, k) for k in SMOKE_SIZES + ("frames",)}
+                                                   if args.smoke else {}))
         best = args.best or best_variant(load_records(Path(args.figures) / f"{FULL.name}_runs.json"),
                                          exclude=["meanpool"])
         settings = dataclasses.replace(settings, variants=("meanpool", best))
@@ -328,7 +407,7 @@ def main(argv=None) -> int:
     records_path = figures / f"{settings.name}_runs.json"
     command = shown_command(sys.argv[1:] if argv is None else argv)
     class_names = class_names_of(settings.dataset)
-    extra = heldout_summary if settings.dataset == "heldout" else None
+    extra = {"heldout": heldout_summary, "frequency": frequency_summary}.get(settings.dataset)
     meta_path = figures / f"{settings.name}_meta.json"
     if args.from_records:
         records = load_records(records_path)

@@ -68,3 +68,24 @@ def test_splice_keeps_the_hand_written_text_and_replaces_only_its_section():
 def test_update_report_creates_the_file_with_a_header(tmp_path):
     path = update_report(tmp_path / "docs" / "results.md", "temporal", "rows", header=lambda: "# Title\n")
     assert path.read_text() == "# Title\n\n<!-- generated:temporal:begin -->\nrows\n<!-- generated:temporal:end -->\n"
+
+
+GROUPED = BenchmarkSpec(title="grouped", class_names=CLASSES, factors={}, variant_notes={}, command="c", settings={},
+                        class_groups={"steady": [0, 1], "out and back": [2, 3]})
+# right always right, left always taken for right; the out-and-back pair half right each
+HALF_STEADY = [[2, 0, 0, 0], [2, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+
+
+def test_class_groups_get_mean_per_class_accuracy_per_seed_with_a_table_and_a_figure(tmp_path):
+    records = [_record("a", 0, HALF_STEADY), _record("a", 1, PERFECT)]
+    assert records[0].group_accuracy([0, 1]) == 0.5 and records[0].group_accuracy([2, 3]) == 0.5
+    rows = summary_rows(GROUPED, records)
+    assert rows[0]["groups"] == {"steady": [0.5, 1.0], "out and back": [0.5, 1.0]}
+    paths = write_figures(GROUPED, records, tmp_path, prefix="g_")
+    assert paths["group_out_and_back"].name == "g_accuracy_group_out_and_back.png"
+    text = render_markdown(GROUPED, records, {role: f"results/{p.name}" for role, p in paths.items()})
+    assert "| steady (chance 50.0): mean | min-max | per seed | out and back (chance 50.0): mean |" in text
+    assert "| a | 75.0 | 50.0-100.0 | 50.0, 100.0 | 75.0 | 50.0-100.0 | 50.0, 100.0 |" in text
+    assert "![out and back by variant](results/g_accuracy_group_out_and_back.png)" in text
+    # without groups the table is not there
+    assert "by class group" not in render_markdown(SPEC, records, {})

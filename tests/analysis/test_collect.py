@@ -51,3 +51,20 @@ def test_names_and_sampler_rates_per_head_kind():
     homogeneous = _model(variant="homogeneous").head
     assert expert_names(homogeneous, 4) == [f"expert {e}" for e in range(4)] and sampler_rates(homogeneous) is None
     assert expert_names(_model(variant="meanpool").head, 1) == ["mean pool"]
+
+
+def test_collect_passes_each_views_frame_times_to_the_model():
+    model = _model(head=HeadConfig(frame_time_encoding=True))
+    for name, param in model.named_parameters():
+        if "frame_time_encoding" in name:  # zero at init: make the times matter
+            torch.nn.init.normal_(param, std=0.5)
+    batch = _eval_batch([True, False])
+    times = torch.rand(2, 2, FRAMES).sort(dim=-1).values * 4.0  # (B, V, T) seconds
+    batch["frame_times"] = times
+    spec = collect(model, [batch])
+    with torch.no_grad():
+        clips = normalise(batch["frames"][:1].flatten(0, 1))
+        with_times = model.eval()(clips, frame_times=times[:1].flatten(0, 1))
+        without = model(clips)
+    np.testing.assert_allclose(spec.expert_weights_ne, with_times.expert_weights.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(spec.expert_weights_ne, without.expert_weights.numpy(), atol=1e-4)

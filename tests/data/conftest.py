@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,6 +63,52 @@ def synthetic_shards(tmp_path_factory) -> dict:
     list_file = write_list(base / "list.txt", rows)
     shard_in_process(base, list_file, base / "shards", shard_size=3)
     return {"dir": base / "shards", "root": base, "list": list_file, "rows": rows}
+
+
+SINGLE_BASE_JSON_KEYS = ("frame_times", "base_frames", "bursts")  # what shards had none of before bursts
+BURST_SETTINGS = ("burst_count", "burst_length", "burst_fps")
+
+
+def _single_base_json(data: bytes) -> bytes:
+    meta = json.loads(data)
+    for key in SINGLE_BASE_JSON_KEYS:
+        meta.pop(key)
+    for key in BURST_SETTINGS:
+        meta["frame_settings"].pop(key)
+    return json.dumps(meta, sort_keys=True).encode("utf-8")
+
+
+def rewrite_as_single_base(shard_dir: Path) -> None:
+    """Turn shards written with --burst-count 0 into shards as written before multi-rate shards: no
+    timestamps, base or bursts in a sample's JSON, no burst settings in the manifest."""
+    manifest_path = shard_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for key in BURST_SETTINGS:
+        manifest["frame_settings"].pop(key)
+    for shard in manifest["shards"]:
+        path = shard_dir / shard["name"]
+        with tarfile.open(path) as tar:
+            members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for info, data in members:
+                data = _single_base_json(data) if info.name.endswith(".json") else data
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        shard["bytes"] = path.stat().st_size
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="session")
+def multirate_shards(tmp_path_factory) -> dict:
+    """6 videos (32x32, 40 frames) sharded twice: multi-rate (8-frame base, 2 bursts of 8) and as
+    before bursts (the same 8-frame base, no timestamps); {"dir", "single_base_dir"}."""
+    base = tmp_path_factory.mktemp("multirate_shards")
+    rows = write_synthetic_videos(base, 6, frames=40)
+    list_file = write_list(base / "list.txt", rows)
+    shard_in_process(base, list_file, base / "multirate", shard_size=4, max_frames=8, burst_length=8)
+    shard_in_process(base, list_file, base / "single", shard_size=4, max_frames=8, burst_count=0)
+    rewrite_as_single_base(base / "single")
+    return {"dir": base / "multirate", "single_base_dir": base / "single"}
 
 
 @pytest.fixture

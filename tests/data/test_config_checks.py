@@ -12,6 +12,10 @@ from vidprism_ds.config import ConfigError, ExperimentConfig, validate
     ({"dataset": "synthetic", "hflip": True}, "data.hflip"),
     ({"shuffle_buffer": -1}, "data.shuffle_buffer"),
     ({"list_format": "tsv"}, "data.list_format"),
+    ({"clip_sampling": "sparse"}, "data.clip_sampling"),
+    ({"clip_sampling": "dense", "dense_stride": 0}, "data.dense_stride"),
+    ({"clip_sampling": "multirate", "num_frames": 8, "multirate_burst_frames": 8}, "data.multirate_burst_frames"),
+    ({"clip_sampling": "multirate", "num_frames": 1}, "data.num_frames"),
 ])
 def test_bad_data_settings_name_their_key(data, key):
     cfg = ExperimentConfig()
@@ -26,4 +30,24 @@ def test_good_data_settings_pass():
     cfg.data.dataset, cfg.data.hflip = "k400", True
     validate(cfg)
     cfg.data.dataset, cfg.data.labels, cfg.data.list_format = "custom", "labels.txt", "kinetics_csv"
+    validate(cfg)
+
+
+def test_clip_sampling_modes_with_their_parameters_pass():
+    cfg = ExperimentConfig()
+    cfg.data.clip_sampling, cfg.data.dense_stride = "dense", 2
+    validate(cfg)
+    cfg.data.clip_sampling, cfg.data.num_frames, cfg.data.multirate_burst_frames = "multirate", 8, 7
+    cfg.model.head.frame_time_encoding = True
+    validate(cfg)
+
+
+def test_multirate_clips_need_the_heads_frame_time_encoding_except_for_a_frame_bag():
+    cfg = ExperimentConfig()
+    cfg.data.clip_sampling = "multirate"
+    with pytest.raises(ConfigError, match="^model.head.frame_time_encoding: must be true with data.clip_sampling=multirate"):
+        validate(cfg)
+    cfg.model.variant = "meanpool"  # ignores the order and times of its frames anyway
+    validate(cfg)
+    cfg.model.variant, cfg.data.clip_sampling = "vidprism", "dense"  # evenly spaced frames: the index is the time
     validate(cfg)

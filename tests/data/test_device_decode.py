@@ -63,3 +63,15 @@ def test_cuda_decode_on_a_cpu_trainer_fails_at_start_naming_the_key(tmp_path):
         Trainer(cfg, {})
     # refused before any process group: the launcher variables of this (test) process are untouched
     assert dict(__import__("os").environ) == environ and not torch.distributed.is_initialized()
+
+
+def test_jpeg_batches_of_multirate_clips_carry_the_cpu_paths_frame_times(multirate_shards):
+    cpu_cfg = _cfg(clip_sampling="multirate", num_frames=6, num_workers=0)
+    device_cfg = dataclasses.replace(cpu_cfg, decode_device="cuda")
+    cpu_batches = list(build_train_loader(cpu_cfg, multirate_shards["dir"], 2, seed=4))
+    jpeg_batches = list(build_train_loader(device_cfg, multirate_shards["dir"], 2, seed=4))
+    assert len(cpu_batches) == len(jpeg_batches) == 3
+    for cpu, jpeg in zip(cpu_batches, jpeg_batches):
+        assert jpeg["frame_times"].shape == (2, 6) and torch.equal(jpeg["frame_times"], cpu["frame_times"])
+        difference = (decode_clips(jpeg, torch.device("cpu"), 32).int() - cpu["frames"].int()).abs()
+        assert difference.float().mean() < 1.0  # the same picks and crops as the CPU path

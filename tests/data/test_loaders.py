@@ -101,3 +101,56 @@ def test_only_frames_json_and_cls_are_read(tmp_path):
     assert set(kept) == {"__key__", "__url__", "__index__", "frames_jpeg", "meta", "label"}
     assert is_damaged(dropped) and dropped["__key__"] == "000000002" and "no frames" in dropped["__damage__"]
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------- clip sampling
+
+
+def _increasing(times: torch.Tensor) -> bool:
+    return bool(torch.all(times[..., 1:] > times[..., :-1]))
+
+
+@pytest.mark.parametrize("mode", ["dense", "multirate"])
+def test_dense_and_multirate_batches_carry_increasing_frame_times(multirate_shards, mode):
+    cfg = _cfg(clip_sampling=mode, num_frames=6, num_workers=0, test_clips=3, test_crops=3)
+    train = list(build_train_loader(cfg, multirate_shards["dir"], 2, seed=3))
+    assert len(train) == 3
+    for batch in train:
+        assert batch["frame_times"].shape == (2, 6) and batch["frame_times"].dtype == torch.float32
+        assert _increasing(batch["frame_times"])
+    if mode == "dense":  # consecutive source frames: one source frame period apart
+        steps = torch.cat([b["frame_times"].diff(dim=-1) for b in train])
+        assert torch.allclose(steps, steps[0, 0].expand_as(steps))
+    else:  # a multirate clip spans more of the video than its burst part alone
+        spans = torch.cat([b["frame_times"][:, -1] - b["frame_times"][:, 0] for b in train])
+        assert torch.all(spans > 2 * train[0]["frame_times"].diff(dim=-1).min() * 6)
+    runs = [list(build_eval_loader(cfg, multirate_shards["dir"], 2)) for _ in range(2)]
+    for batch, again in zip(*runs):
+        times = batch["frame_times"]
+        assert times.shape == (2, 9, 6) and torch.equal(times, again["frame_times"])  # deterministic views
+        assert torch.equal(batch["frames"], again["frames"])
+        valid = times[batch["valid"]]
+        assert _increasing(valid)
+        assert torch.equal(valid[:, 0], valid[:, 1])  # the crops of one clip share its times
+        assert len({tuple(clip.tolist()) for clip in valid[0, ::3]}) == 3  # three clips, three frame sets
+
+
+def test_segment_batches_on_multirate_shards_are_the_single_base_batches(multirate_shards):
+    cfg = _cfg(num_workers=0, test_clips=2, test_crops=3)
+    for build in (lambda d: build_train_loader(cfg, d, 2, seed=7), lambda d: build_eval_loader(cfg, d, 2)):
+        new, old = list(build(multirate_shards["dir"])), list(build(multirate_shards["single_base_dir"]))
+        assert len(new) == len(old) > 0
+        for a, b in zip(new, old):
+            assert "frame_times" not in a and a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_single_base_shards_refuse_dense_and_multirate_at_start_saying_how_to_reshard(multirate_shards):
+    for mode in ("dense", "multirate"):
+        with pytest.raises(ValueError, match=f"clip_sampling={mode} needs dense bursts.*written before multi-rate "
+                                             "shards.*re-shard with data_prep/shard.py --burst-count 2"):
+            build_train_loader(_cfg(clip_sampling=mode), multirate_shards["single_base_dir"], 2)
+    # bursts shorter than a dense clip: the shards' settings are named, and the length that is needed
+    with pytest.raises(ValueError, match="made with --burst-count 2 --burst-length 8.*--burst-length 16"):
+        build_eval_loader(_cfg(clip_sampling="dense", num_frames=16), multirate_shards["dir"], 2)
+    assert len(build_train_loader(_cfg(), multirate_shards["single_base_dir"], 2)) == 3  # segment reads them

@@ -1,5 +1,6 @@
 """Raw-video loaders: decoding the listed videos on the fly gives what the shards give."""
 
+import pytest
 import torch
 
 from vidprism_ds.config.schema import DataConfig
@@ -23,3 +24,12 @@ def test_raw_loader_matches_the_shard_loader(synthetic_shards):
     train = build_raw_train_loader(cfg, synthetic_shards["list"], 4, video_root=synthetic_shards["root"])
     batch = next(iter(train))
     assert batch["frames"].shape == (4, 4, 3, 32, 32)
+
+
+def test_raw_loaders_refuse_dense_and_multirate_clips(synthetic_shards):
+    for mode in ("dense", "multirate"):
+        cfg = DataConfig(dataset="synthetic", num_frames=4, image_size=32, num_workers=0, clip_sampling=mode)
+        with pytest.raises(ValueError, match=f"data.clip_sampling={mode} needs multi-rate shards.*segment clips only"):
+            build_raw_eval_loader(cfg, synthetic_shards["list"], 2, video_root=synthetic_shards["root"])
+        with pytest.raises(ValueError, match="data_prep/shard.py"):
+            build_raw_train_loader(cfg, synthetic_shards["list"], 2, video_root=synthetic_shards["root"])

@@ -2,7 +2,9 @@ import random
 
 import pytest
 
-from vidprism_ds.data.sampling import base_frame_indices, eval_clip_offsets, segment_indices
+from vidprism_ds.data.sampling import (ClipSampling, ClipSource, LayoutError, NeedsMultirateShards,
+                                       base_frame_indices, burst_frame_indices, eval_clip_offsets, eval_frame_picks,
+                                       frame_times, segment_indices, stored_frames, train_frame_picks)
 
 
 def test_base_keeps_every_frame_up_to_the_cap():
@@ -37,3 +39,112 @@ def test_train_sampling_jitters_each_segment_independently():
     # offsets are per segment: the draws are not all the same shift of the centre pattern
     shifts = {tuple(i - 8 * t for t, i in enumerate(d)) for d in draws}
     assert len(shifts) > 100
+
+
+# ---------------------------------------------------------------------------------------------- multi-rate shards
+
+
+def _ten_second_source(burst_count=2, burst_length=16):
+    """A 10 s, 30 fps video as a multi-rate shard stores it (64-frame base, default bursts)."""
+    base = base_frame_indices(300, 30.0, 64)
+    stored = stored_frames(base, burst_frame_indices(300, 30.0, burst_count, burst_length))
+    return stored, ClipSource(len(stored.indices), stored.base, stored.bursts, frame_times(stored.indices, 30.0))
+
+
+def test_bursts_are_consecutive_evenly_anchored_and_depend_on_the_length_only():
+    bursts = burst_frame_indices(300, 30.0, 2, 16)
+    assert bursts == [list(range(67, 83)), list(range(217, 233))]  # centred on 75 and 225
+    assert burst_frame_indices(300, 25.0, 2, 16) == bursts  # the rate does not move the anchors
+    assert burst_frame_indices(300, 30.0, 0, 16) == []
+    assert burst_frame_indices(300, 30.0, 1, 4, burst_fps=10.0) == [[145, 148, 151, 154]]  # every 3rd at 10 fps
+    assert burst_frame_indices(10, 30.0, 2, 16) == [list(range(10)), list(range(10))]  # short: what fits
+
+
+def test_a_frame_in_the_base_and_a_burst_is_stored_once():
+    stored = stored_frames([0, 5, 10, 15], [[4, 5, 6], [14, 15, 16]])
+    assert stored.indices == [0, 4, 5, 6, 10, 14, 15, 16]
+    assert [stored.indices[p] for p in stored.base] == [0, 5, 10, 15]
+    assert [[stored.indices[p] for p in burst] for burst in stored.bursts] == [[4, 5, 6], [14, 15, 16]]
+
+
+def test_the_default_bursts_add_at_most_half_the_base():
+    stored, _ = _ten_second_source()
+    assert 64 < len(stored.indices) <= 64 + 32
+
+
+@pytest.mark.parametrize("mode, frames", [("dense", 16), ("dense", 8), ("multirate", 32), ("multirate", 8)])
+def test_training_clips_have_increasing_times_and_consecutive_burst_frames(mode, frames):
+    stored, source = _ten_second_source()
+    sampling = ClipSampling(mode=mode, num_frames=frames, dense_stride=2 if frames == 8 else 1)
+    rng, starts = random.Random(0), set()
+    for _ in range(100):
+        picks = train_frame_picks(source, sampling, rng)
+        times = [source.times[p] for p in picks]
+        assert len(picks) == frames and all(b > a for a, b in zip(times, times[1:]))  # T distinct, by time
+        sources = [stored.indices[p] for p in picks]
+        in_burst = [s for s in sources if any(s in [stored.indices[p] for p in b] for b in stored.bursts)]
+        if mode == "dense":
+            assert sources == list(range(sources[0], sources[0] + frames * sampling.dense_stride, sampling.dense_stride))
+        else:  # the fast half is a run of consecutive source frames, the rest spans the video
+            runs = [s for s in in_burst if s + 1 in in_burst or s - 1 in in_burst]
+            assert len(runs) >= sampling.fast_frames
+            assert sources[0] < 67 + 16 and sources[-1] > 217 or sources[-1] - sources[0] > 150
+        starts.add(tuple(sources))
+    # the burst and the start are drawn: a dense clip has 16 - span + 1 starts in each of the 2 bursts
+    if mode == "dense":
+        assert len(starts) == 2 * (16 - (frames - 1) * sampling.dense_stride)
+    else:
+        assert len(starts) > 5
+
+
+def test_segment_picks_read_the_base_as_a_single_base_shard_did():
+    stored, source = _ten_second_source()
+    sampling = ClipSampling(mode="segment", num_frames=8)
+    old = ClipSource.single_base(64)
+    for seed in range(20):
+        new_picks = train_frame_picks(source, sampling, random.Random(seed))
+        old_picks = train_frame_picks(old, sampling, random.Random(seed))
+        assert [stored.indices[p] for p in new_picks] == [base_frame_indices(300, 30.0, 64)[p] for p in old_picks]
+    assert eval_frame_picks(old, sampling, 2) == [segment_indices(64, 8, None, o) for o in eval_clip_offsets(2)]
+
+
+@pytest.mark.parametrize("mode", ["dense", "multirate"])
+def test_test_views_are_deterministic_and_differ(mode):
+    _, source = _ten_second_source()
+    sampling = ClipSampling(mode=mode, num_frames=8)
+    views = eval_frame_picks(source, sampling, 4)
+    assert views == eval_frame_picks(source, sampling, 4)
+    assert len({tuple(v) for v in views}) == 4
+    for picks in views:
+        times = [source.times[p] for p in picks]
+        assert len(picks) == 8 and all(b > a for a, b in zip(times, times[1:]))
+    if mode == "dense":  # four views over two bursts: two in each, at different starts
+        first_frames = [picks[0] for picks in views]
+        assert sum(f in source.bursts[0] for f in first_frames) == 2 == sum(f in source.bursts[1] for f in first_frames)
+
+
+def test_a_shard_without_bursts_is_refused_with_how_to_reshard():
+    old = ClipSource.single_base(12)
+    with pytest.raises(NeedsMultirateShards, match="re-shard with data_prep/shard.py --burst-count"):
+        train_frame_picks(old, ClipSampling(mode="dense", num_frames=4), random.Random(0))
+    with pytest.raises(NeedsMultirateShards, match="data.clip_sampling=multirate"):
+        eval_frame_picks(old, ClipSampling(mode="multirate", num_frames=4), 1)
+
+
+def test_sample_json_is_read_back_and_checked():
+    meta = {"frame_indices": [0, 2], "frame_times": [0.0, 0.1], "base_frames": [0, 1], "bursts": [[1]]}
+    source = ClipSource.from_meta(meta, 2)
+    assert (source.base, source.bursts, source.times) == ([0, 1], [[1]], [0.0, 0.1])
+    assert ClipSource.from_meta({"frame_indices": [0, 2]}, 2).bursts == []  # a single-base shard
+    with pytest.raises(LayoutError, match="base_frames/bursts"):
+        ClipSource.from_meta({**meta, "bursts": [[2]]}, 2)
+    with pytest.raises(LayoutError, match="frame_times"):
+        ClipSource.from_meta({**meta, "frame_times": [0.1, 0.1]}, 2)
+
+
+def test_a_video_shorter_than_the_clip_still_gives_a_full_clip():
+    stored = stored_frames([0, 1, 2], burst_frame_indices(3, 30.0, 2, 16))
+    source = ClipSource(3, stored.base, stored.bursts, frame_times(stored.indices, 30.0))
+    for mode in ("dense", "multirate"):
+        picks = train_frame_picks(source, ClipSampling(mode=mode, num_frames=5, dense_stride=2), random.Random(1))
+        assert len(picks) == 5 and picks == sorted(picks) and set(picks) == {0, 1, 2}

@@ -13,9 +13,11 @@ from vidprism_ds.model.backbone import (
     backbone_identity,
     build_clip,
     build_frame_encoder,
+    build_shallow_frame_encoder,
     clip_model_config,
     get_tokenizer,
 )
+from vidprism_ds.model.clip_weights import ClipWeightsError, check_state_dict_fits
 
 IMAGE_SIZE = 64
 
@@ -100,6 +102,45 @@ def test_named_architectures_use_open_clips_configs():
         clip_model_config("RN50", 224)
 
 
+# open_clip's bundled configs of the giant towers (vision: layers, width, heads, MLP width; D)
+GIANT_ARCHS = {"ViT-H-14": (32, 1280, 16, 5120, 1024), "ViT-g-14": (40, 1408, 16, 6144, 1024),
+               "ViT-bigG-14": (48, 1664, 16, 8192, 1280)}
+
+
+@pytest.mark.parametrize("arch", sorted(GIANT_ARCHS))
+def test_giant_towers_build_with_open_clips_shapes(arch):
+    # on the meta device: shapes without memory (a bigG CLIP is 2.5 B parameters)
+    with torch.device("meta"):
+        encoder, clip_model = build_frame_encoder(BackboneConfig(arch=arch, quick_gelu=False), seed=0)
+    layers, width, heads, mlp_width, dim = GIANT_ARCHS[arch]
+    block = encoder.visual.transformer.resblocks[0]
+    assert (encoder.num_blocks, encoder.embed_dim, block.attn.num_heads) == (layers, dim, heads)
+    assert tuple(block.mlp.c_fc.weight.shape) == (mlp_width, width)
+    assert type(block.mlp.gelu).__name__ == "GELU"  # LAION's towers: plain GELU with quick_gelu false
+    # weight files are checked key by key and shape by shape: the tower's own layout passes ...
+    state = {key: torch.empty(value.shape, device="meta") for key, value in clip_model.state_dict().items()}
+    check_state_dict_fits(clip_model, state, "a ViT file")
+    # ... and a file of another width is refused before anything is copied
+    with torch.device("meta"):
+        _, other = build_frame_encoder(BackboneConfig(arch="ViT-L-14"), seed=0)
+    with pytest.raises(ClipWeightsError, match="shape mismatches"):
+        check_state_dict_fits(clip_model, {**state, **{k: v for k, v in other.state_dict().items() if k in state}},
+                              "ViT-L-14 weights")
+
+
+def test_a_shallow_tower_has_the_archs_blocks():
+    cfg = BackboneConfig(arch="ViT-bigG-14", quick_gelu=False, freeze="partial", trainable_blocks=5,
+                         grad_checkpointing=True)
+    shallow = build_shallow_frame_encoder(cfg, 2, seed=0)
+    with torch.device("meta"):
+        full, _ = build_frame_encoder(cfg, seed=0)
+    assert shallow.num_blocks == 2 and shallow.embed_dim == full.embed_dim == 1280
+    shapes = [[tuple(p.shape) for p in e.visual.transformer.resblocks[-1].parameters()] for e in (shallow, full)]
+    assert shapes[0] == shapes[1]
+    assert shallow.visual.transformer.grad_checkpointing and shallow.trainable_blocks == 2  # all it has
+    assert not any(p.requires_grad for p in shallow.visual.conv1.parameters())
+
+
 @pytest.mark.slow
 def test_vit_b16_frame_encoder_has_width_512():
     encoder, clip_model = build_frame_encoder(BackboneConfig(arch="ViT-B-16", image_size=32 * 7), seed=0)
@@ -158,7 +199,7 @@ def test_build_and_tokenizer_never_touch_the_network(no_network):
     assert clip_model.encode_text(tokens).shape == (1, 64)
     assert get_tokenizer("tiny") is get_tokenizer("ViT-B-16")  # vocabulary read once
     with pytest.raises(ValueError):
-        get_tokenizer("ViT-H-14")
+        get_tokenizer("ViT-H-16")  # open_clip has it, this project does not build it
 
 
 # --------------------------------------------------------------------------------------------------

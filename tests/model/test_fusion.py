@@ -88,3 +88,21 @@ def test_default_gate_is_per_clip_official_is_per_batch():
             assert diffs > 1e-3, "expected the batch-mean skip to make clips depend on their batch"
         else:
             assert diffs < 1e-5
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_same_length_streams_keep_their_length_and_the_rate_fusions_parameters(official):
+    """The homogeneous + fusion head: full-rate streams, slow/fast by nominal rate, every conv stride 1."""
+    torch.manual_seed(0)
+    fusion = BidirectionalFusion(16, RATES, official=official, same_length_streams=True)
+    rate_fusion = BidirectionalFusion(16, RATES)
+    shapes = {n: p.shape for n, p in fusion.named_parameters()}
+    assert shapes == {n: p.shape for n, p in rate_fusion.named_parameters()}
+    assert all(op.stride == 1 == op.tconv.stride[0] for op in fusion.fast2slow_ops.values())
+    _set_gate_bias(fusion, {"2": 4.0, "3": -4.0, "6": 0.0, "7": -0.6, "8": 4.0, "9": -4.0, "12": -0.7, "13": 3.0})
+    g = torch.Generator().manual_seed(1)
+    streams = [torch.randn(3, 12, 16, generator=g) for _ in RATES]
+    out = fusion(streams)
+    assert [o.shape for o in out] == [(3, 12, 16)] * 4
+    for o, r in zip(out, reference_fusion(fusion, streams, official)):
+        torch.testing.assert_close(o, r, atol=1e-5, rtol=1e-5)

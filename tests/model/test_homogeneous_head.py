@@ -117,3 +117,53 @@ def test_expert_parallel_ep2_equals_single_process():
     assert sorted(e for r in reports for e in r["local"]) == [0, 1, 2, 3]
     for report in reports:
         assert report["logits_diff"] < 1e-5 and report["classifier_grad_diff"] < 1e-5
+
+
+def test_fusion_option_mixes_the_full_rate_streams_and_changes_only_that():
+    plain, fused = _head().eval(), _head(homogeneous_fusion=True).eval()
+    plain_state, fused_state = plain.state_dict(), fused.state_dict()
+    assert sorted({n.split(".")[0] for n in set(fused_state) - set(plain_state)}) == ["fusion"]
+    for name, tensor in plain_state.items():  # the fusion is built last: every other weight is the same
+        assert torch.equal(fused_state[name], tensor), name
+    fused.dispatcher = RecordingDispatcher()
+    x_btd = torch.randn(3, FRAMES, DIM)
+    out = fused(x_btd)
+    # every stream keeps the full rate, and the fusion made them differ from the frames and each other
+    assert [s.shape for s in fused.dispatcher.inputs] == [(3, FRAMES, DIM)] * 4
+    assert all((s - x_btd).abs().amax() > 1e-4 for s in fused.dispatcher.inputs)
+    assert (fused.dispatcher.inputs[0] - fused.dispatcher.inputs[3]).abs().amax() > 1e-4
+    assert (out.logits - plain(x_btd).logits).abs().amax() > 1e-4
+    assert fused.expert_stream_lengths(FRAMES) == [FRAMES] * 4
+
+
+@pytest.mark.parametrize("mode", ["default", "official"])
+def test_fusion_option_trains_every_parameter(mode):
+    head = _head(homogeneous_fusion=True, mode=mode).train()
+    x_btd = torch.randn(4, FRAMES, DIM)
+    labels = torch.randint(0, CLASSES, (4,))
+    combine_losses(LossWeights(), head(x_btd), labels, torch.randn(CLASSES, DIM)).total.backward()
+    no_grad = [n for n, p in head.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
+    if mode == "default":
+        assert no_grad == []
+    else:  # last writer wins (docs/model.md): the silenced pairs learn nothing, as in VidPrism's official mode
+        assert no_grad and all(n.startswith("fusion.") for n in no_grad)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.variant=vidprism"], "homogeneous only"),
+    (["model.variant=homogeneous", "model.head.sampling_rates=[2,4]"], "needs a fast"),
+    (["model.variant=homogeneous", "model.head.mode=official"], "official"),
+])
+def test_fusion_option_is_refused_where_it_cannot_mean_anything(overrides, message):
+    with pytest.raises(ConfigError, match=rf"^model\.head\.homogeneous_fusion: .*{message}"):
+        load_config(None, ["model.head.homogeneous_fusion=true", *overrides])
+    with pytest.raises(ConfigError, match=r"^model\.head\.homogeneous_fusion"):
+        _head(homogeneous_fusion=True, sampling_rates=[8, 16])
+
+
+def test_fusion_option_is_selected_by_config():
+    cfg = load_config(None, ["model.variant=homogeneous", "model.head.homogeneous_fusion=true",
+                             "model.backbone.image_size=32", "data.image_size=32"])
+    built = build_video_model(cfg.model, num_classes=CLASSES, num_frames=4)
+    assert built.model.head.fusion is not None
+    assert built.model.eval()(torch.randn(2, 4, 3, 32, 32)).logits.shape == (2, CLASSES)

@@ -27,13 +27,14 @@ HEADS = {
                                             max_frames=FRAMES),
     "homogeneous": lambda: HomogeneousHead(DIM, CLASSES, HeadConfig(), max_frames=FRAMES),
     "homogeneous_official": lambda: HomogeneousHead(DIM, CLASSES, HeadConfig(mode="official"), max_frames=FRAMES),
+    "homogeneous_fusion": lambda: HomogeneousHead(DIM, CLASSES, HeadConfig(homogeneous_fusion=True), max_frames=FRAMES),
     "meanpool": lambda: MeanPoolHead(DIM, CLASSES),
 }
 
 
-def _explain(module, *args):
+def _explain(module, *args, **kwargs):
     torch._dynamo.reset()  # explain counts what it traces; a cached graph would hide a break
-    return torch._dynamo.explain(module)(*args)
+    return torch._dynamo.explain(module)(*args, **kwargs)
 
 
 def _break_reasons(explanation) -> str:
@@ -153,3 +154,35 @@ def test_compiled_head_with_expert_parallel_all_to_all():
     assert sorted(e for r in reports for e in r["local_experts"]) == list(range(8))
     for report in reports:
         assert report["logits"] < 1e-5 and report["router_aux"] < 1e-6 and report["grad"] < 1e-5, report
+
+
+
+def _timed_head():
+    torch.manual_seed(0)
+    head = VidPrismHead(DIM, CLASSES, HeadConfig(frame_time_encoding=True), max_frames=FRAMES).train()
+    with torch.no_grad():  # a trained projection, so that the times change the result
+        torch.nn.init.normal_(head.frame_time_encoding.weight, std=0.1)
+    times_bt = torch.rand(BATCH, FRAMES).sort(dim=1).values * 10
+    return head, torch.randn(BATCH, FRAMES, DIM), times_bt
+
+
+def test_head_with_frame_times_compiles_as_one_graph():
+    """The frame_times keyword reaches the compiled head: train.compile compiles the head alone, and
+    VideoClassifier passes the times to it by keyword."""
+    head, x_btd, times_bt = _timed_head()
+    explanation = _explain(head, x_btd, frame_times=times_bt)
+    assert explanation.graph_break_count == 0, _break_reasons(explanation)
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.slow
+def test_compiled_head_with_frame_times_matches_eager():
+    eager, x_btd, times_bt = _timed_head()
+    compiled = copy.deepcopy(eager)
+    compiled.compile(backend="aot_eager", fullgraph=True)
+    out, ref = compiled(x_btd, frame_times=times_bt), eager(x_btd, frame_times=times_bt)
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
+    out.logits.sum().backward()
+    ref.logits.sum().backward()
+    torch.testing.assert_close(compiled.frame_time_encoding.weight.grad, eager.frame_time_encoding.weight.grad,
+                               atol=1e-5, rtol=1e-4)

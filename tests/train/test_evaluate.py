@@ -104,3 +104,41 @@ def test_an_evaluation_report_does_not_make_python_repeat_a_warning(tmp_path):
         write_eval_report(_result(4), [], tmp_path / "epoch_002")
         training_step()
     assert [str(w.message) for w in shown] == ["a library's deprecation notice"]
+
+
+class TimeRecorder(torch.nn.Module):
+    """Keeps the frame times of every call; the class scores say whether times came (class 2) or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, clips, frame_times=None):
+        self.calls.append(frame_times)
+        logits = torch.zeros(clips.shape[0], 3)
+        logits[:, 2 if frame_times is not None else 0] = 10.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_view_times_are_chunked_with_their_views():
+    frames = torch.zeros(2, 3, 4, 3, 2, 2, dtype=torch.uint8)  # B 2, V 3, T 4
+    times_bvt = torch.arange(24, dtype=torch.float64).view(2, 3, 4) / 10  # every frame its own time
+    model = TimeRecorder()
+    probs = video_probabilities(model, frames, text_cd=None, chunk=4, frame_times_bvt=times_bvt)
+    assert probs.argmax(dim=-1).tolist() == [2, 2]
+    assert [tuple(t.shape) for t in model.calls] == [(4, 4), (2, 4)]  # 6 views in chunks of 4
+    assert all(t.dtype == torch.float32 for t in model.calls)
+    torch.testing.assert_close(torch.cat(model.calls), times_bvt.flatten(0, 1).float())
+    with pytest.raises(ValueError, match="one time per frame of every view"):
+        video_probabilities(model, frames, text_cd=None, chunk=4, frame_times_bvt=times_bvt[:, :2])
+
+
+def test_evaluate_passes_a_batch_s_frame_times_and_omits_them_for_segment_clips():
+    frames = torch.zeros(2, 1, 4, 3, 2, 2, dtype=torch.uint8)
+    batch = {"frames": frames, "labels": torch.tensor([2, 2]), "valid": torch.tensor([True, True])}
+    model = TimeRecorder()
+    with_times = evaluate(model, [{**batch, "frame_times": torch.rand(2, 1, 4)}], num_classes=3,
+                          device=torch.device("cpu"), dtype=torch.float32, world_size=1)
+    assert with_times.top1 == 1.0 and model.calls[-1].shape == (2, 4)
+    segment = evaluate(model, [batch], num_classes=3, device=torch.device("cpu"), dtype=torch.float32, world_size=1)
+    assert segment.top1 == 0.0 and model.calls[-1] is None

@@ -9,6 +9,10 @@ Classes of a temporal benchmark are combinations of temporal *factors* (syntheti
 and back, direction = right or left). A factor's accuracy is the fraction of clips whose predicted
 class has the true value of that factor, which says which kind of temporal information a variant
 recovers even where it confuses whole classes.
+
+A benchmark can also name *class groups* (the frequency benchmark: the blink classes and the order
+classes). A group's accuracy is the mean per-class accuracy over its classes, per seed, so the tables
+show its spread over seeds and two groups of one table can be read apart.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ class RunRecord:
         same = factor[:, None] == factor[None, :]
         return float((conf * same).sum() / conf.sum())
 
+    def group_accuracy(self, class_ids: Sequence[int]) -> float:
+        """Mean per-class accuracy over ``class_ids`` (classes without validation clips left out)."""
+        return float(np.nanmean(self.per_class_accuracy()[list(class_ids)]))
+
 
 def save_records(records: Sequence[RunRecord], path: str | Path) -> Path:
     path = Path(path)
@@ -83,6 +91,8 @@ class BenchmarkSpec:
     variant_notes: dict[str, str]  # variant -> what it changes (one line)
     command: str
     settings: dict  # shown as a list of key: value
+    # group name -> its class ids (a table and a figure each; chance inside a group is 1 / its size)
+    class_groups: dict[str, Sequence[int]] = field(default_factory=dict)
 
 
 def by_variant(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -121,6 +131,7 @@ def summary_rows(spec: BenchmarkSpec, records: Sequence[RunRecord]) -> list[dict
             "per_class": np.nanmean(np.stack([r.per_class_accuracy() for r in runs]), axis=0).tolist(),
             "factors": {f: float(np.mean([r.factor_accuracy(values) for r in runs]))
                         for f, values in spec.factors.items()},
+            "groups": {g: [r.group_accuracy(ids) for r in runs] for g, ids in spec.class_groups.items()},
             "similarity_off_diagonal": mean_off_diagonal(similarity),
             "weights": np.nanmean(_mean_matrix(runs, "weight_by_class"), axis=0).tolist(),
             "expert_names": runs[0].expert_names,
@@ -145,7 +156,11 @@ def render_markdown(spec: BenchmarkSpec, records: Sequence[RunRecord], figures: 
     chance = 1.0 / len(spec.class_names)
     lines = [f"### {spec.title}", "", f"Command: `{spec.command}`", ""]
     lines += [f"- {key}: {value}" for key, value in spec.settings.items()]
-    lines += ["", f"Chance (and the accuracy appearance alone allows) = {_pct(chance)}%.", ""]
+    if spec.class_groups:  # the groups may look different; inside one only time tells the classes apart
+        lines += ["", f"Chance = {_pct(chance)}%; inside a class group, chance (and what appearance alone allows) is "
+                  "1 / the group's number of classes.", ""]
+    else:
+        lines += ["", f"Chance (and the accuracy appearance alone allows) = {_pct(chance)}%.", ""]
 
     lines += ["#### Top-1 (%) on the validation videos", "",
               "| variant | what it changes | mean | min-max | per seed | train s/run |",
@@ -157,6 +172,8 @@ def render_markdown(spec: BenchmarkSpec, records: Sequence[RunRecord], figures: 
                      f"{per_seed} | {row['train_seconds']:.0f} |")
     if "accuracy" in figures:
         lines += ["", f"![top-1 by variant]({figures['accuracy']})"]
+    if spec.class_groups:
+        lines += [""] + _group_table(spec, rows, figures)
 
     factor_names = list(spec.factors)
     lines += ["", "#### Per-class and per-factor accuracy (%), mean over seeds", "",
@@ -188,14 +205,45 @@ def render_markdown(spec: BenchmarkSpec, records: Sequence[RunRecord], figures: 
     return "\n".join(lines) + "\n"
 
 
+def _group_table(spec: BenchmarkSpec, rows: Sequence[dict], figures: dict[str, str]) -> list[str]:
+    """Mean per-class accuracy of each class group: mean and min-max over seeds."""
+    names = list(spec.class_groups)
+    lines = ["#### Mean per-class accuracy by class group (%)", "",
+             "Per seed, the mean of the group's per-class accuracies; then mean, min-max and per-seed values over "
+             "seeds. Chance inside a group is 1 / its number of classes.", "",
+             "| variant | " + " | ".join(f"{g} (chance {_pct(1.0 / len(spec.class_groups[g]))}): mean | min-max | "
+                                      "per seed" for g in names) + " |",
+             "| --- " * (1 + 3 * len(names)) + "|"]
+    for row in rows:
+        cells = []
+        for name in names:
+            values = row["groups"][name]
+            cells += [*_mean_spread(values), ", ".join(_pct(v) for v in values)]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+    lines += [f"\n![{name} by variant]({figures[_group_role(name)]})" for name in names if _group_role(name) in figures]
+    return lines
+
+
+def _group_role(name: str) -> str:
+    """The figure role (and file name part) of a class group."""
+    return "group_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def write_figures(spec: BenchmarkSpec, records: Sequence[RunRecord], figure_dir: str | Path,
                   prefix: str = "") -> dict[str, Path]:
-    """accuracy by variant, similarity matrices and weight-by-class heatmaps (means over seeds)."""
+    """accuracy by variant (top-1 and each class group's), similarity matrices and weight-by-class heatmaps
+    (means over seeds)."""
     figure_dir = Path(figure_dir)
     groups = by_variant(records)
     paths = {"accuracy": plot_accuracy_by_variant({n: [r.top1 for r in runs] for n, runs in groups.items()},
                                                   figure_dir / f"{prefix}accuracy_by_variant.png",
                                                   chance=1.0 / len(spec.class_names), title=spec.title)}
+    for group, class_ids in spec.class_groups.items():
+        role = _group_role(group)
+        paths[role] = plot_accuracy_by_variant(
+            {n: [r.group_accuracy(class_ids) for r in runs] for n, runs in groups.items()},
+            figure_dir / f"{prefix}accuracy_{role}.png", chance=1.0 / len(class_ids),
+            title=f"{spec.title}: {group}, mean per-class accuracy")
     with_experts = {n: runs for n, runs in groups.items() if len(runs[0].expert_names) > 1}
     if with_experts:
         paths["similarity"] = plot_similarity_grid(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 import torch
@@ -51,16 +51,20 @@ def sampler_rates(head: nn.Module) -> list[int] | None:
     return [s.rate for s in samplers]
 
 
-def _flatten_views(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _flatten_views(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Training batches (B, T, 3, H, W) pass as they are; evaluation batches (B, V, T, 3, H, W) become
-    B*V clips with the padding samples (``valid`` False) dropped."""
-    frames, labels = batch["frames"], batch["labels"]
+    B*V clips with the padding samples (``valid`` False) dropped. The frames' times (dense and multirate
+    clips only, else None) follow the same path."""
+    frames, labels, times = batch["frames"], batch["labels"], batch.get("frame_times")
     if frames.dim() == 5:
-        return frames, labels
+        return frames, labels, times
     if "valid" in batch:
-        frames, labels = frames[batch["valid"]], labels[batch["valid"]]
+        valid = batch["valid"]
+        frames, labels = frames[valid], labels[valid]
+        times = times[valid] if times is not None else None
     views = frames.shape[1]
-    return frames.flatten(0, 1), labels.repeat_interleave(views)
+    times = times.flatten(0, 1) if times is not None else None
+    return frames.flatten(0, 1), labels.repeat_interleave(views), times
 
 
 @torch.no_grad()
@@ -76,11 +80,13 @@ def collect(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], max_cl
     seen, num_frames = 0, 0
     try:
         for batch in batches:
-            frames, labels = _flatten_views(batch)
+            frames, labels, times = _flatten_views(batch)
             if frames.shape[0] == 0:
                 continue
             num_frames = frames.shape[1]
-            out = model(frames_to_device(frames, torch.device(device), dtype))
+            # dense and multirate clips carry their frames' times (docs/model.md#frame-timestamps-multirate-clips)
+            extra = {} if times is None else {"frame_times": times.to(device, torch.float32)}
+            out = model(frames_to_device(frames, torch.device(device), dtype), **extra)
             parts["labels"].append(labels.cpu())
             parts["pred"].append(out.logits.argmax(-1).cpu())
             parts["weights"].append(out.expert_weights.float().cpu())

@@ -69,6 +69,20 @@ class HeadConfig:
     experts_per_rate: int = 1
     router_topk: int = 1
     router_capacity_factor: Optional[float] = None
+    # Frame timestamps (docs/model.md#frame-timestamps-multirate-clips): when a batch carries
+    # `frame_times` (dense and multirate clips), an encoding of each frame's time in the clip and of the
+    # gaps to its neighbours is added to its token through a zero-initialised projection. Off: no
+    # parameters and the times are ignored. Periods of the sinusoids: `frame_time_periods` values spaced
+    # geometrically from `frame_time_min_period_s` (finer than a source-frame gap) to
+    # `frame_time_max_period_s` (longer than a video).
+    frame_time_encoding: bool = False
+    frame_time_periods: int = 8
+    frame_time_min_period_s: float = 0.05
+    frame_time_max_period_s: float = 64.0
+    # Homogeneous + fusion ablation (model.variant: homogeneous only): the bidirectional fusion between
+    # the experts' full-rate streams, expert e counted slow or fast by sampling_rates[e] as in VidPrism,
+    # every convolution with stride 1 (all streams have one length).
+    homogeneous_fusion: bool = False
 
 
 @dataclass
@@ -127,6 +141,16 @@ class DataConfig:
     # Multi-view evaluation: temporal clips x spatial crops per video.
     test_clips: int = 1
     test_crops: int = 1
+    # How a clip's frames are chosen from a shard (docs/data.md#clip-sampling): "segment" (TSN segments over
+    # the sparse whole-video base; the paper's sampling), "dense" (consecutive frames of one dense burst) or
+    # "multirate" (base and burst frames in one clip, with their timestamps passed to the head).
+    clip_sampling: Literal["segment", "dense", "multirate"] = "segment"
+    # "dense": source frames between two consecutive clip frames (1 = consecutive). The shards' bursts must
+    # hold (num_frames - 1) x dense_stride + 1 frames (data_prep/shard.py --burst-length).
+    dense_stride: int = 1
+    # "multirate": how many of the clip's num_frames are consecutive burst frames (the rest spread over the
+    # whole video); 0 = half of num_frames.
+    multirate_burst_frames: int = 0
     # Raw videos for quick evaluation without shards (vidprism_ds.data.build_raw_eval_loader): a list
     # file, the folder its paths are relative to (empty = the list's folder) and its format
     # ("auto", "path_label", "path_frames_label", "kinetics_csv", "ssv2_json").
@@ -223,6 +247,9 @@ class TrainConfig:
 class ParallelConfig:
     # Expert-parallel group size: experts are spread over `ep_size` ranks.
     ep_size: int = 1
+    # Tensor-parallel group size for the CLIP frame encoder (megatron-core layers; docs/parallel.md):
+    # each ViT block's attention heads and MLP width are split over `tp_size` ranks of one node.
+    tp_size: int = 1
 
 
 @dataclass

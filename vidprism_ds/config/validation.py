@@ -25,12 +25,13 @@ from vidprism_ds.config.schema import (
 )
 from vidprism_ds.data.manifest import MANIFEST_NAME
 from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, FRESH_CLASSIFIER, K710_SUBSETS, is_direction_sensitive
+from vidprism_ds.data.sampling import CLIP_SAMPLING_MODES
 from vidprism_ds.data.video_lists import LIST_FORMATS
 
 # The values model.backbone.arch accepts: "tiny" (a small randomly initialised ViT for tests and the demo)
 # and the CLIP ViTs whose configs open_clip bundles (vidprism_ds.model.backbone builds them).
 TINY_ARCH = "tiny"
-NAMED_ARCHS = ("ViT-B-16", "ViT-B-32", "ViT-L-14")
+NAMED_ARCHS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-H-14", "ViT-g-14", "ViT-bigG-14")
 BACKBONE_ARCHS = (TINY_ARCH,) + NAMED_ARCHS
 
 
@@ -90,6 +91,20 @@ def check_experts_per_rate(variant: str, experts_per_rate: int) -> None:
              f"must be 1 with model.variant=homogeneous, got {experts_per_rate}")
 
 
+def check_homogeneous_fusion(variant: str, homogeneous_fusion: bool, rates: list[int], slow_rate_min: int) -> None:
+    """The homogeneous + fusion ablation needs the homogeneous head, and a slow and a fast expert (by
+    ``sampling_rates``, as in VidPrism): the fusion only joins streams of different speed, so without both
+    it would build nothing and the ablation would silently be the plain homogeneous head."""
+    if not homogeneous_fusion:
+        return
+    key = "model.head.homogeneous_fusion"
+    _require(variant == "homogeneous", key, f"applies to model.variant=homogeneous only, got {variant!r} (VidPrism's "
+             "fusion is model.head.use_fusion)")
+    _require(any(r < slow_rate_min for r in rates) and any(r >= slow_rate_min for r in rates), key,
+             f"needs a fast (< slow_rate_min={slow_rate_min}) and a slow rate in model.head.sampling_rates, "
+             f"got {rates}")
+
+
 def check_router_topk(router_topk: int, experts_per_rate: int) -> None:
     _require(1 <= router_topk <= experts_per_rate, "model.head.router_topk",
              f"must be in [1, experts_per_rate={experts_per_rate}]")
@@ -124,17 +139,31 @@ def _validate_model(model: ModelConfig) -> None:
     _require(head.expert_ffn_mult >= 1, "model.head.expert_ffn_mult", "must be >= 1")
     check_experts_per_rate(model.variant, head.experts_per_rate)
     check_router_topk(head.router_topk, head.experts_per_rate)
+    check_homogeneous_fusion(model.variant, head.homogeneous_fusion, head.sampling_rates, head.slow_rate_min)
+    _validate_frame_time_encoding(head)
     _require(head.router_capacity_factor is None or head.router_capacity_factor > 0,
              "model.head.router_capacity_factor", "must be > 0 or null")
     if head.mode == "official":
         for key, value, expected in (("experts_per_rate", head.experts_per_rate, 1),
                                      ("use_sampler", head.use_sampler, True),
                                      ("use_fusion", head.use_fusion, True),
-                                     ("expert_pos_embed", head.expert_pos_embed, False)):
+                                     ("expert_pos_embed", head.expert_pos_embed, False),
+                                     ("frame_time_encoding", head.frame_time_encoding, False),
+                                     ("homogeneous_fusion", head.homogeneous_fusion, False)):
             _require(value == expected, f"model.head.{key}",
                      f"must be {expected} with model.head.mode=official (the official model has no such option)")
     for field_ in dataclasses.fields(model.loss):
         _require(getattr(model.loss, field_.name) >= 0, f"model.loss.{field_.name}", "loss weights must be >= 0")
+
+
+def _validate_frame_time_encoding(head: HeadConfig) -> None:
+    _require(head.frame_time_periods >= 1, "model.head.frame_time_periods",
+             f"must be >= 1, got {head.frame_time_periods}")
+    _require(head.frame_time_min_period_s > 0, "model.head.frame_time_min_period_s",
+             f"must be > 0 seconds, got {head.frame_time_min_period_s}")
+    _require(head.frame_time_max_period_s >= head.frame_time_min_period_s, "model.head.frame_time_max_period_s",
+             f"{head.frame_time_max_period_s} is below model.head.frame_time_min_period_s="
+             f"{head.frame_time_min_period_s}")
 
 
 def _validate_sampling_rates(head: HeadConfig) -> None:
@@ -176,6 +205,21 @@ def _validate_data(data: DataConfig, backbone: BackboneConfig) -> None:
     _require(data.list_format in LIST_FORMATS, "data.list_format", f"{data.list_format!r} is not one of {list(LIST_FORMATS)}")
     _require(data.eval_chunk_mib >= 1, "data.eval_chunk_mib", "must be >= 1")
     _require(data.max_bad_samples >= 0, "data.max_bad_samples", "must be >= 0 (0 = stop at the first damaged sample)")
+    _validate_clip_sampling(data)
+
+
+def _validate_clip_sampling(data: DataConfig) -> None:
+    _require(data.clip_sampling in CLIP_SAMPLING_MODES, "data.clip_sampling",
+             f"{data.clip_sampling!r} is not one of {list(CLIP_SAMPLING_MODES)}")
+    _require(data.dense_stride >= 1, "data.dense_stride", f"must be >= 1, got {data.dense_stride}")
+    _require(data.multirate_burst_frames >= 0, "data.multirate_burst_frames",
+             f"must be >= 0 (0 = half of data.num_frames), got {data.multirate_burst_frames}")
+    if data.clip_sampling == "multirate":
+        # a multirate clip needs frames from both the base and a burst
+        _require(data.num_frames >= 2, "data.num_frames", "must be >= 2 with data.clip_sampling=multirate")
+        _require(data.multirate_burst_frames < data.num_frames, "data.multirate_burst_frames",
+                 f"{data.multirate_burst_frames} leaves no base frame in a {data.num_frames}-frame clip "
+                 "(data.num_frames); it must be below it")
 
 
 def _validate_optim(optim: OptimConfig) -> None:
@@ -217,14 +261,28 @@ def _validate_train(train: TrainConfig, data: DataConfig) -> None:
              f"maps the K710 classifier to {train.init_class_map!r} classes but data.dataset is {data.dataset!r}")
 
 
+def check_frame_times_reach_the_head(clip_sampling: str, variant: str, frame_time_encoding: bool) -> None:
+    """A multirate clip mixes whole-video base frames with consecutive burst frames; without the frames'
+    times the head cannot tell them apart (docs/model.md#frame-timestamps-multirate-clips). Mean pooling
+    is a frame bag and ignores time anyway."""
+    _require(clip_sampling != "multirate" or variant == "meanpool" or frame_time_encoding,
+             "model.head.frame_time_encoding",
+             f"must be true with data.clip_sampling=multirate (model.variant={variant}): without the "
+             f"frames' times the head cannot tell base frames from burst frames")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     _require_finite(cfg, "")  # first: the range checks below assume real numbers
     _validate_model(cfg.model)
     _validate_data(cfg.data, cfg.model.backbone)
     _validate_optim(cfg.optim)
     _validate_train(cfg.train, cfg.data)
+    check_frame_times_reach_the_head(cfg.data.clip_sampling, cfg.model.variant, cfg.model.head.frame_time_encoding)
     head = cfg.model.head
     check_ep_size(cfg.parallel.ep_size, len(head.sampling_rates) * head.experts_per_rate)
+    # the world size and the ViT's heads are known only at launch: parallel.context.validate_tp_size and
+    # parallel.tensor_parallel.check_tp_divides check that tp_size divides them
+    _require(cfg.parallel.tp_size >= 1, "parallel.tp_size", f"must be >= 1, got {cfg.parallel.tp_size}")
     _require(cfg.logging.log_every_steps >= 1, "logging.log_every_steps", "must be >= 1")
 
 

@@ -14,6 +14,7 @@ shared-memory blocks rather than B x T small tensors):
 - ``jpeg_offsets``: int64 (B * T + 1,), frame i is ``jpeg_bytes[offsets[i]:offsets[i + 1]]``;
 - ``augment``: float64 (B, 6): crop box left, top, right, bottom (source pixels), flip, grayscale;
 - ``labels``: int64 (B,);
+- ``frame_times``: float32 (B, T), only with ``data.clip_sampling`` dense or multirate (as the CPU path);
 - ``keys``: B strings ``SHARD_PATH:KEY``, so a frame that fails to decode here can be named.
 
 Damaged samples (``vidprism_ds.data.damage``): a worker reads the picked bytes but does not decode
@@ -37,9 +38,10 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidprism_ds.data.damage import DamagedSample
-from vidprism_ds.data.sampling import segment_indices
-from vidprism_ds.data.stages import (TrainClipSettings, current_slot, decoder_message, map_undamaged, read_member,
-                                     seeded_rng)
+from vidprism_ds.data.sampling import train_frame_picks
+from vidprism_ds.data.stages import (TrainClipSettings, clip_times, collate_frame_times, current_slot, decoder_message,
+                                     map_undamaged, read_member, sample_clip_source, sampling_of, seeded_rng,
+                                     uses_frame_times)
 from vidprism_ds.data.transforms import ClipAugmentation, draw_clip_augmentation, to_grayscale
 
 AUGMENT_FIELDS = 6  # left, top, right, bottom, flip, grayscale
@@ -70,16 +72,17 @@ def picked_jpeg_bytes(frames_jpeg: Sequence, picks: Sequence[int]) -> list[bytes
 
 
 def train_jpeg_clip(sample: dict, settings: TrainClipSettings, rng: random.Random) -> dict:
-    """One training sample -> {"jpegs": T byte strings, "augment": 6 floats, "label", "key"}.
+    """One training sample -> {"jpegs": T byte strings, "augment": 6 floats, "label", "key"[, "frame_times"]}.
 
-    The draws match ``vidprism_ds.data.stages.train_clip``: segment positions first, then the clip's
+    The draws match ``vidprism_ds.data.stages.train_clip``: the clip's frame picks first, then the clip's
     augmentation from the stored frame size (the shard's JSON records it: no decode needed here)."""
-    jpegs = sample["frames_jpeg"]
-    picks = segment_indices(len(jpegs), settings.num_frames, rng)
+    jpegs, source = sample["frames_jpeg"], sample_clip_source(sample)
+    picks = train_frame_picks(source, sampling_of(settings), rng)
     width, height = _frame_size(sample["meta"])
     aug = draw_clip_augmentation(width, height, rng, settings.crop_scale_min, settings.flip, settings.grayscale_prob)
+    times = {"frame_times": clip_times(source, [picks])[0]} if uses_frame_times(settings) else {}
     return {"jpegs": picked_jpeg_bytes(jpegs, picks), "augment": augment_row(aug), "label": sample["label"],
-            "key": f"{sample.get('__url__')}:{sample.get('__key__')}"}
+            "key": f"{sample.get('__url__')}:{sample.get('__key__')}", **times}
 
 
 def _frame_size(meta: dict) -> tuple[int, int]:
@@ -104,7 +107,7 @@ def collate_jpeg_clips(samples: list[dict]) -> dict:
             "jpeg_offsets": sizes.cumsum(0),
             "augment": torch.tensor([s["augment"] for s in samples], dtype=torch.float64),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-            "keys": [s.get("key", "?") for s in samples]}
+            "keys": [s.get("key", "?") for s in samples], **collate_frame_times(samples)}
 
 
 def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,

@@ -66,18 +66,22 @@ class GeneratedDataset:
     min_frames: int
     even_frames: bool  # the frame count must be even
     codec_option: bool  # the command line offers --codec (else every video is h264 in .mp4)
+    # frame rate of the written files when none is given; a dataset whose events have a rate in Hz (the
+    # frequency benchmark) sets its own
+    fps: int = DEFAULT_FPS
 
     def make_dataset(self, out_dir: str | Path, train_per_class: Optional[int] = None,
                      val_per_class: Optional[int] = None, size: Optional[int] = None, num_frames: Optional[int] = None,
-                     fps: int = DEFAULT_FPS, seed: int = 0, codec: str = DEFAULT_CODEC) -> dict[str, Path]:
-        """Both splits, their lists and labels.txt; returns {"labels", "train", "val"} paths. A count or
-        size left None is this dataset's default."""
+                     fps: Optional[int] = None, seed: int = 0, codec: str = DEFAULT_CODEC) -> dict[str, Path]:
+        """Both splits, their lists and labels.txt; returns {"labels", "train", "val"} paths. A count, size
+        or frame rate left None is this dataset's default."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"labels": out_dir / "labels.txt"}
         paths["labels"].write_text("".join(f"{name}\n" for name in self.class_names), encoding="utf-8")
         size = self.size if size is None else size
         num_frames = self.frames if num_frames is None else num_frames
+        fps = self.fps if fps is None else fps
         per_split = {"train": self.train_per_class if train_per_class is None else train_per_class,
                      "val": self.val_per_class if val_per_class is None else val_per_class}
         for split, per_class in per_split.items():
@@ -128,7 +132,7 @@ def _parser(dataset: GeneratedDataset) -> argparse.ArgumentParser:
     even = "even, " if dataset.even_frames else ""
     parser.add_argument("--frames", type=int, default=dataset.frames,
                         help=f"frames per video ({even}>= {dataset.min_frames})")
-    parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
+    parser.add_argument("--fps", type=int, default=dataset.fps)
     parser.add_argument("--seed", type=int, default=0)
     if dataset.codec_option:
         parser.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(CONTAINER_OF_CODEC))

@@ -21,7 +21,8 @@ Start-up checks (``build_train_loader``/``build_eval_loader``, in the calling pr
 starts), each a one-line ``FileNotFoundError``/``ValueError`` naming the file: the shard folder and its
 manifest.json (present, JSON, the keys the loaders need), every shard it lists with samples, the class
 list (data.labels or the preset's) against the classes the manifest records, and the manifest's class
-count against ``num_classes``. While reading, a damaged sample (``vidprism_ds.data.damage``: truncated
+count against ``num_classes``, and the manifest's burst settings against ``data.clip_sampling`` (dense
+and multirate need multi-rate shards: the error says how to re-shard). While reading, a damaged sample (``vidprism_ds.data.damage``: truncated
 tar, corrupt JPEG, unparseable json/cls, label outside ``[0, num_classes)``) is skipped in training and
 an invalid sample (``valid`` False, its own index) in evaluation, with a warning naming shard and key;
 more than ``data.max_bad_samples`` in one epoch on one worker stops with ``TooManyDamagedSamples``.
@@ -39,7 +40,8 @@ from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import device_decode, stages
 from vidprism_ds.data.damage import DamageLog, skip_damaged
 from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
-from vidprism_ds.data.manifest import ShardManifest, check_classes, check_shard_files, load_manifest
+from vidprism_ds.data.manifest import (ShardManifest, check_classes, check_clip_sampling, check_shard_files,
+                                       load_manifest)
 from vidprism_ds.data.presets import CUSTOM, get_preset, load_class_names
 
 
@@ -93,6 +95,7 @@ def checked_manifest(shard_dir: Path, cfg: DataConfig, num_classes: Optional[int
     and the class count labels are checked against."""
     manifest = load_manifest(shard_dir)
     check_shard_files(manifest)
+    check_clip_sampling(manifest, stages.config_clip_sampling(cfg))
     expected = _expected_classes(cfg, class_names)
     if expected is not None:
         check_classes(manifest, *expected)
@@ -144,7 +147,8 @@ def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], mi
                        world_size: int = 1, seed: int = 0, num_classes: Optional[int] = None,
                        class_names: Optional[Sequence[str]] = None) -> EpochLoader:
     """Training batches {"frames": (B, T, 3, S, S) uint8, "labels": (B,) int64} from ``shard_dir``
-    (default ``data_cfg.train_shards``); with ``data.decode_device=cuda`` JPEG batches instead
+    (default ``data_cfg.train_shards``), plus "frame_times": (B, T) float32 seconds from the video's start
+    with ``data.clip_sampling`` dense or multirate; with ``data.decode_device=cuda`` JPEG batches instead
     (``vidprism_ds.data.device_decode``: ``decode_clips`` turns them into the same frames on the GPU).
 
     ``num_classes``: the model's class count; a sample whose label is outside it is skipped as damaged
@@ -182,7 +186,8 @@ def build_eval_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], bat
                       world_size: int = 1, num_classes: Optional[int] = None,
                       class_names: Optional[Sequence[str]] = None) -> EpochLoader:
     """Evaluation batches {"frames": (B, V, T, 3, S, S) uint8 with V = test_clips x test_crops (clip-major),
-    "labels": (B,) int64, "valid": (B,) bool, "index": (B,) int64 (manifest order; -1 = padding)} from
+    "labels": (B,) int64, "valid": (B,) bool, "index": (B,) int64 (manifest order; -1 = padding)}, plus
+    "frame_times": (B, V, T) float32 (as the views) with ``data.clip_sampling`` dense or multirate, from
     ``shard_dir`` (default ``data_cfg.val_shards``). Over all ranks and workers every sample comes
     exactly once: with ``valid`` True, or ``valid`` False and its index when it is damaged.
 

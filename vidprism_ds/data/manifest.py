@@ -1,7 +1,8 @@
 """``manifest.json``: what a shard directory holds; written by the sharder, read by the loaders.
 
 Keys: ``format`` ("vidprism-shards"), ``version``, ``dataset``, ``classes`` (names, line N = id N; empty
-when the list had integer labels and no class list was given), ``num_classes``, ``frame_settings``,
+when the list had integer labels and no class list was given), ``num_classes``, ``frame_settings`` (the
+sharder's ``FrameSettings``: base and, since multi-rate shards, ``burst_count``/``burst_length``/``burst_fps``),
 ``shard_size`` (list rows per shard), ``source`` (list file, its format and sha256, video root),
 ``shards`` (per shard: ``name``, ``samples``, ``bytes``, ``rows`` = [first, stop) list rows),
 ``num_samples``, ``num_videos_listed``, ``skipped`` (every row not written: ``index``, ``line``,
@@ -15,6 +16,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
+
+from vidprism_ds.data.sampling import ClipSampling
 
 logger = logging.getLogger(__name__)
 
@@ -134,3 +137,20 @@ def check_classes(manifest: ShardManifest, class_names: Sequence[str], source: s
         detail = f"class {first} is {class_names[first]!r} there, {recorded[first]!r} recorded"
     raise ValueError(f"{source} does not match the classes recorded in {manifest.path} ({detail}); use the "
                      "class list the shards were made with (data_prep/shard.py --labels)")
+
+
+def check_clip_sampling(manifest: ShardManifest, sampling: ClipSampling) -> None:
+    """``ValueError`` saying how to re-shard when ``data.clip_sampling`` needs longer dense bursts than the
+    manifest's ``frame_settings`` record (shards written before multi-rate shards record none)."""
+    span = sampling.burst_span
+    if span == 0:
+        return  # segment sampling reads the base, which every shard has
+    settings = manifest.frame_settings
+    count, length = settings.get("burst_count", 0), settings.get("burst_length", 0)
+    if count >= 1 and length >= span:
+        return
+    made = (f"were made with --burst-count {count} --burst-length {length}" if "burst_count" in settings
+            else "have no dense bursts or frame timestamps (written before multi-rate shards)")
+    raise ValueError(f"{manifest.path}: data.clip_sampling={sampling.mode} needs dense bursts of at least {span} "
+                     f"frames per clip, and these shards {made}; re-shard with data_prep/shard.py "
+                     f"--burst-count {max(count, 2)} --burst-length {max(span, 16)}, or use data.clip_sampling=segment")

@@ -4,7 +4,8 @@ shard stages, so the rest of the pipeline (augmentation, padding, batching) is s
 
 Frames are chosen the way the sharder would keep them (``FrameSettings`` defaults: at most 64 frames
 spread over the video) and then segment-sampled, so a raw clip and a shard clip of the same video
-see the same frames (up to JPEG loss).
+see the same frames (up to JPEG loss). Only ``data.clip_sampling=segment``: dense and multirate clips
+need the shards' bursts and timestamps, and the loaders here refuse them at start-up.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import webdataset as wds
 from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
 from vidprism_ds.data.presets import CUSTOM, load_class_names
-from vidprism_ds.data.sampling import FrameSettings, base_frame_indices
+from vidprism_ds.data.sampling import ClipSource, FrameSettings, base_frame_indices
 from vidprism_ds.data.stages import (EvalClipSettings, TrainClipSettings, collate_eval, collate_train, current_slot,
                                      endless_permutations, eval_clip_views, pad_to, padding_sample, seeded_rng,
                                      slot_range, take_worker_share, train_clip)
@@ -63,7 +64,7 @@ def raw_to_train_clips(items: Iterator[dict], settings: TrainClipSettings, seed:
         entry: VideoEntry = item["entry"]
         try:
             video, base = _open_with_base(entry, frames)
-            clip = train_clip(len(base), settings, rng, _frame_loader(video, base))
+            clip, _ = train_clip(ClipSource.single_base(len(base)), settings, rng, _frame_loader(video, base))
         except VideoDecodeError as err:
             warnings.warn(f"skipping {entry.path}: {err}")
             continue
@@ -78,7 +79,7 @@ def raw_to_eval_views(items: Iterator[dict], settings: EvalClipSettings,
         entry: VideoEntry = item["entry"]
         try:
             video, base = _open_with_base(entry, frames)
-            views = eval_clip_views(len(base), settings, _frame_loader(video, base))
+            views, _ = eval_clip_views(ClipSource.single_base(len(base)), settings, _frame_loader(video, base))
         except VideoDecodeError as err:
             warnings.warn(f"evaluation: {entry.path} counted as invalid: {err}")
             yield {**padding_sample(settings), "index": item["__index__"]}
@@ -90,6 +91,10 @@ def raw_to_eval_views(items: Iterator[dict], settings: EvalClipSettings,
 
 
 def _raw_entries(cfg: DataConfig, list_file: Optional[str | Path], video_root: Optional[str | Path]):
+    if cfg.clip_sampling != "segment":
+        raise ValueError(f"data.clip_sampling={cfg.clip_sampling} needs multi-rate shards (dense bursts and frame "
+                         "timestamps): the raw-video loaders serve segment clips only; shard the list with "
+                         "data_prep/shard.py and use build_train_loader/build_eval_loader")
     list_file = list_file or cfg.val_list
     if not list_file:
         raise ValueError("no video list: pass one or set data.val_list")

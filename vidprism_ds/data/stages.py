@@ -17,6 +17,7 @@ yields a marker in its place, every stage passes markers on untouched, and ``dam
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -33,7 +34,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.config.validation import effective_hflip
 from vidprism_ds.data.damage import LOST, DamagedSample, DamageLog, damage_marker, is_damaged
-from vidprism_ds.data.sampling import eval_clip_offsets, segment_indices
+from vidprism_ds.data.sampling import (ClipSampling, ClipSource, LayoutError, eval_frame_picks,
+                                       train_frame_picks)
 from vidprism_ds.data.tar_reader import TarMember, shard_samples
 from vidprism_ds.data.transforms import apply_clip_augmentation, draw_clip_augmentation, eval_views
 
@@ -280,6 +282,12 @@ def decode_jpegs(frames_jpeg: Sequence[TarMember], picks: Sequence[int]) -> torc
     return decoded[[position[p] for p in picks]]
 
 
+def config_clip_sampling(cfg: DataConfig) -> ClipSampling:
+    """data.clip_sampling and its parameters as the index maths takes them."""
+    return ClipSampling(mode=cfg.clip_sampling, num_frames=cfg.num_frames, dense_stride=cfg.dense_stride,
+                        burst_frames=cfg.multirate_burst_frames)
+
+
 @dataclass(frozen=True)
 class TrainClipSettings:
     num_frames: int
@@ -287,12 +295,13 @@ class TrainClipSettings:
     crop_scale_min: float
     flip: bool
     grayscale_prob: float
+    sampling: ClipSampling = ClipSampling()  # data.clip_sampling; num_frames above is the clip length
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> TrainClipSettings:
         # a direction-sensitive preset is never flipped, whatever data.hflip says (validation also refuses it)
         return cls(num_frames=cfg.num_frames, image_size=cfg.image_size, crop_scale_min=cfg.crop_scale_min,
-                   flip=effective_hflip(cfg), grayscale_prob=cfg.grayscale_prob)
+                   flip=effective_hflip(cfg), grayscale_prob=cfg.grayscale_prob, sampling=config_clip_sampling(cfg))
 
 
 @dataclass(frozen=True)
@@ -301,35 +310,63 @@ class EvalClipSettings:
     image_size: int
     clips: int
     crops: int
+    sampling: ClipSampling = ClipSampling()  # data.clip_sampling; num_frames above is the clip length
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> EvalClipSettings:
-        return cls(num_frames=cfg.num_frames, image_size=cfg.image_size, clips=cfg.test_clips, crops=cfg.test_crops)
+        return cls(num_frames=cfg.num_frames, image_size=cfg.image_size, clips=cfg.test_clips, crops=cfg.test_crops,
+                   sampling=config_clip_sampling(cfg))
 
     @property
     def views(self) -> int:
         return self.clips * self.crops
 
 
-def train_clip(num_available: int, settings: TrainClipSettings, rng: random.Random, load) -> torch.Tensor:
-    """uint8 (T, 3, S, S) from random segment positions and one clip-wide augmentation.
+def sampling_of(settings: TrainClipSettings | EvalClipSettings) -> ClipSampling:
+    """The settings' clip sampling with their clip length (settings built by hand keep the default mode)."""
+    return dataclasses.replace(settings.sampling, num_frames=settings.num_frames)
+
+
+def uses_frame_times(settings: TrainClipSettings | EvalClipSettings) -> bool:
+    """Batches carry ``frame_times`` in dense and multirate mode only: segment batches stay as they were."""
+    return settings.sampling.mode != "segment"
+
+
+def sample_clip_source(sample: dict) -> ClipSource:
+    """The clip source of a shard sample (``keep_safe_members`` output); ``DamagedSample`` when its JSON
+    describes frames it does not hold."""
+    try:
+        return ClipSource.from_meta(sample["meta"], len(sample["frames_jpeg"]))
+    except LayoutError as err:
+        raise DamagedSample(str(err)) from None
+
+
+def clip_times(source: ClipSource, picks_per_clip: Sequence[Sequence[int]], repeat: int = 1) -> torch.Tensor:
+    """float32 (clips x repeat, T) seconds of the picked frames (each clip's row ``repeat`` times in a row)."""
+    rows = [[source.times[p] for p in picks] for picks in picks_per_clip for _ in range(repeat)]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def train_clip(source: ClipSource, settings: TrainClipSettings, rng: random.Random, load) -> tuple[torch.Tensor, list[int]]:
+    """(uint8 (T, 3, S, S), the picked stored frames): ``data.clip_sampling``'s picks
+    (``sampling.train_frame_picks``) and one clip-wide augmentation, drawn from ``rng`` in that order.
 
     ``load(picks) -> uint8 (len(picks), 3, H, W)`` fetches the chosen frames (JPEG or video decode)."""
-    picks = segment_indices(num_available, settings.num_frames, rng)
+    picks = train_frame_picks(source, sampling_of(settings), rng)
     frames_t3hw = load(picks)
     height, width = frames_t3hw.shape[-2:]
     augmentation = draw_clip_augmentation(width, height, rng, settings.crop_scale_min, settings.flip,
                                           settings.grayscale_prob)
-    return apply_clip_augmentation(frames_t3hw, augmentation, settings.image_size)
+    return apply_clip_augmentation(frames_t3hw, augmentation, settings.image_size), picks
 
 
-def eval_clip_views(num_available: int, settings: EvalClipSettings, load) -> torch.Tensor:
-    """uint8 (V, T, 3, S, S), V = clips x crops, clip-major (view v = clip * crops + crop)."""
-    per_clip_picks = [segment_indices(num_available, settings.num_frames, None, offset)
-                      for offset in eval_clip_offsets(settings.clips)]
+def eval_clip_views(source: ClipSource, settings: EvalClipSettings, load) -> tuple[torch.Tensor, list[list[int]]]:
+    """(uint8 (V, T, 3, S, S), each test clip's picks): V = clips x crops, clip-major (view v = clip *
+    crops + crop); the clips' frames are deterministic (``sampling.eval_frame_picks``)."""
+    per_clip_picks = eval_frame_picks(source, sampling_of(settings), settings.clips)
     flat_t3hw = load([p for picks in per_clip_picks for p in picks])
     clips = flat_t3hw.split(settings.num_frames)
-    return torch.cat([eval_views(clip, settings.image_size, settings.crops) for clip in clips], dim=0)
+    return torch.cat([eval_views(clip, settings.image_size, settings.crops) for clip in clips], dim=0), per_clip_picks
 
 
 def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
@@ -337,26 +374,31 @@ def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: i
     rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
 
     def clip(sample: dict) -> dict:
-        jpegs = sample["frames_jpeg"]
-        frames = train_clip(len(jpegs), settings, rng, lambda picks: decode_jpegs(jpegs, picks))
-        return {"frames": frames, "label": sample["label"]}
+        jpegs, source = sample["frames_jpeg"], sample_clip_source(sample)
+        frames, picks = train_clip(source, settings, rng, lambda picks: decode_jpegs(jpegs, picks))
+        times = {"frame_times": clip_times(source, [picks])[0]} if uses_frame_times(settings) else {}
+        return {"frames": frames, "label": sample["label"], **times}
 
     yield from map_undamaged(samples, clip)
 
 
 def to_eval_views(samples: Iterator[dict], settings: EvalClipSettings) -> Iterator[dict]:
     def views(sample: dict) -> dict:
-        jpegs = sample["frames_jpeg"]
-        frames = eval_clip_views(len(jpegs), settings, lambda picks: decode_jpegs(jpegs, picks))
-        return {"frames": frames, "label": sample["label"], "index": sample["__index__"], "valid": True}
+        jpegs, source = sample["frames_jpeg"], sample_clip_source(sample)
+        frames, picks = eval_clip_views(source, settings, lambda picks: decode_jpegs(jpegs, picks))
+        times = {"frame_times": clip_times(source, picks, settings.crops)} if uses_frame_times(settings) else {}
+        return {"frames": frames, "label": sample["label"], "index": sample["__index__"], "valid": True, **times}
 
     yield from map_undamaged(samples, views)
 
 
 def padding_sample(settings: EvalClipSettings) -> dict:
     size = settings.image_size
-    return {"frames": torch.zeros(settings.views, settings.num_frames, 3, size, size, dtype=torch.uint8), "label": 0,
-            "index": -1, "valid": False}
+    padding = {"frames": torch.zeros(settings.views, settings.num_frames, 3, size, size, dtype=torch.uint8),
+               "label": 0, "index": -1, "valid": False}
+    if uses_frame_times(settings):
+        padding["frame_times"] = torch.zeros(settings.views, settings.num_frames, dtype=torch.float32)
+    return padding
 
 
 def invalidate_damaged(samples: Iterator[dict], settings: EvalClipSettings, damage: DamageLog) -> Iterator[dict]:
@@ -389,14 +431,23 @@ def pad_to(samples: Iterator[dict], count: int, settings: EvalClipSettings) -> I
 # ---------------------------------------------------------------------------------------------- batches
 
 
+def collate_frame_times(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """{"frame_times": (B, ...) float32} when the clips carry times (dense, multirate), else nothing."""
+    if "frame_times" not in samples[0]:
+        return {}
+    return {"frame_times": torch.stack([s["frame_times"] for s in samples])}
+
+
 def collate_train(samples: list[dict]) -> dict[str, torch.Tensor]:
     # default_collate stacks straight into shared memory inside a worker: no extra copy on the way out
     return {"frames": default_collate([s["frames"] for s in samples]),
-            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64)}
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+            **collate_frame_times(samples)}
 
 
 def collate_eval(samples: list[dict]) -> dict[str, torch.Tensor]:
     return {"frames": default_collate([s["frames"] for s in samples]),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
             "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
-            "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64)}
+            "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+            **collate_frame_times(samples)}

@@ -20,7 +20,7 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.model import CLIP
+from open_clip.model import CLIP, _build_vision_tower
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import VisionTransformer
 from torch import nn
@@ -94,6 +94,24 @@ def build_clip(cfg: BackboneConfig, *, seed: int = 0) -> CLIP:
     return model
 
 
+def build_shallow_frame_encoder(cfg: BackboneConfig, layers: int, *, seed: int = 0) -> FrameEncoder:
+    """A ``FrameEncoder`` with the blocks of ``cfg.arch`` (width, heads, MLP width, patch grid, output
+    width, freeze mode, checkpointing) but only ``layers`` of them, and no text tower.
+
+    ``vidprism_ds.train.memory`` measures activations on it: every block of a tower has the same shape,
+    so two shallow towers give the per-block figure of a 48-block ViT-bigG/14 without building its 1.8 B
+    weights (plus a 0.7 B text tower) on the CPU. ``freeze="partial"`` keeps at most ``layers`` blocks
+    trainable. open_clip's ``_build_vision_tower`` is the function ``CLIP`` builds its visual tower with.
+    """
+    model_cfg = clip_model_config(cfg.arch, cfg.image_size)
+    vision_cfg = {**model_cfg["vision_cfg"], "layers": layers}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        visual = _build_vision_tower(model_cfg["embed_dim"], vision_cfg, quick_gelu=cfg.quick_gelu)
+    return FrameEncoder(visual, freeze=cfg.freeze, trainable_blocks=min(cfg.trainable_blocks, layers),
+                        grad_checkpointing=cfg.grad_checkpointing)
+
+
 def backbone_identity(cfg: BackboneConfig, *, seed: int = 0) -> str:
     """A string that changes whenever the towers ``build_clip`` returns would compute differently:
     the arch plus the SHA-256 of the weights file, or plus the image size and seed of a random init
@@ -148,7 +166,8 @@ class FrameEncoder(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        """D: CLIP's joint embedding width (512 for ViT-B/16, 768 for ViT-L/14)."""
+        """D: CLIP's joint embedding width (512 for ViT-B/16, 768 for ViT-L/14, 1024 for ViT-H/14 and
+        ViT-g/14, 1280 for ViT-bigG/14)."""
         return int(self.visual.output_dim)
 
     @property
@@ -213,5 +232,6 @@ def build_frame_encoder(cfg: BackboneConfig, *, seed: int = 0) -> tuple[FrameEnc
 
 __all__ = [
     "CLIP_CONTEXT_LENGTH", "FREEZE_MODES", "FrameEncoder",
-    "backbone_identity", "build_clip", "build_frame_encoder", "clip_model_config", "get_tokenizer",
+    "backbone_identity", "build_clip", "build_frame_encoder", "build_shallow_frame_encoder", "clip_model_config",
+    "get_tokenizer",
 ]

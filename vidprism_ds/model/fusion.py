@@ -74,8 +74,17 @@ def _gate_mlp(dim: int) -> nn.Sequential:
 
 
 class BidirectionalFusion(nn.Module):
+    """``rates``: one per stream; a stream is slow when its rate is >= ``slow_rate_min``.
+
+    ``same_length_streams``: every stream has the full length T whatever its nominal rate (the homogeneous
+    head's full-rate streams, ``model.head.homogeneous_fusion``). The pairs, gates and parameter shapes
+    are the same as for streams sampled at those rates; only the fast -> slow convs keep the length
+    (stride 1) and slow -> fast interpolation is the identity, so what the fusion adds is a gated
+    temporal convolution between streams, not a change of rate.
+    """
+
     def __init__(self, dim: int, rates: list[int], slow_rate_min: int = 8, threshold: float = 0.3,
-                 official: bool = False):
+                 official: bool = False, same_length_streams: bool = False):
         super().__init__()
         self.rates = list(rates)
         self.is_slow = [r >= slow_rate_min for r in rates]
@@ -88,7 +97,7 @@ class BidirectionalFusion(nn.Module):
         has_slow_to_fast = any(self.is_slow[i] for i, _ in self.pairs)
         self.slow2fast = SlowToFast(dim) if has_slow_to_fast else None
         self.fast2slow_ops = nn.ModuleDict({
-            f"{i}->{j}": FastToSlow(dim, stride=rates[j] // rates[i])
+            f"{i}->{j}": FastToSlow(dim, stride=1 if same_length_streams else rates[j] // rates[i])
             for i, j in self.pairs if self.is_slow[j]
         })
 

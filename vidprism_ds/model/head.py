@@ -25,7 +25,7 @@ def max_stream_length(num_frames: int, rate: int) -> int:
 
 class VidPrismHead(ExpertReadoutHead):
     def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
-        super().__init__(cfg, max_frames)
+        super().__init__(cfg, max_frames, dim)
         rates = list(cfg.sampling_rates)
         self.rates = rates
         if cfg.use_sampler:
@@ -62,8 +62,11 @@ class VidPrismHead(ExpertReadoutHead):
         """Tokens per clip that each global expert reads (for load-balanced expert placement)."""
         return [max_stream_length(num_frames, r) for r in self.rates for _ in range(self.experts_per_rate)]
 
-    def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+    def forward(self, x_btd: torch.Tensor, frame_times: Optional[torch.Tensor] = None,
+                importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        """``frame_times``: (B, T) seconds of each frame, or None (segment clips, the paper's path)."""
         compute_rank = self.training
+        x_btd = self._with_frame_times(x_btd, frame_times)
         sampled = [s(x_btd, compute_rank_loss=compute_rank, importance_prior_bt=importance_prior_bt)
                    for s in self.samplers]
         streams = [s.stream_bld for s in sampled]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vidprism_ds.config.schema import HeadConfig
+from vidprism_ds.model.frame_times import FrameTimeEncoding
 from vidprism_ds.model.local_dispatch import ExpertDispatcher, LocalDispatcher
 from vidprism_ds.model.losses import balance_loss, diversity_between_experts, official_diversity
 from vidprism_ds.model.readout import AttentionReadout
@@ -53,16 +54,28 @@ class ExpertReadoutHead(nn.Module):
 
     A subclass builds its own parts first and calls ``_build_readout_and_outputs`` last, so that the
     readout and output layers draw their initial weights after the experts, in the same order in every
-    head.
+    head. The frame-time encoding (``model.head.frame_time_encoding``) is built here: it draws no random
+    numbers, so it does not move any other initial weight.
     """
 
-    def __init__(self, cfg: HeadConfig, max_frames: int):
+    def __init__(self, cfg: HeadConfig, max_frames: int, dim: int):
         super().__init__()
         self.cfg = cfg
         self.official = cfg.mode == "official"  # also selects the diversity formula
         self.max_frames = max_frames
         # Not a submodule: expert parallelism replaces it after construction (vidprism_ds.parallel).
         self.dispatcher: ExpertDispatcher = LocalDispatcher()
+        self.frame_time_encoding = (
+            FrameTimeEncoding(dim, cfg.frame_time_periods, cfg.frame_time_min_period_s,
+                              cfg.frame_time_max_period_s)
+            if cfg.frame_time_encoding else None)
+
+    def _with_frame_times(self, x_btd: torch.Tensor, frame_times: Optional[torch.Tensor]) -> torch.Tensor:
+        """The frame tokens with their times' encoding added; unchanged without times or without the
+        encoding (the times are then ignored, and the head is the one it is without them)."""
+        if frame_times is None or self.frame_time_encoding is None:
+            return x_btd
+        return self.frame_time_encoding(x_btd, frame_times)
 
     def _build_readout_and_outputs(self, dim: int, num_classes: int, readout_heads: int) -> None:
         self.readout = AttentionReadout(dim, readout_heads)

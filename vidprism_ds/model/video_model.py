@@ -23,7 +23,10 @@ class MeanPoolHead(nn.Module):
         self.ln = nn.LayerNorm(dim)
         self.classifier, self.projection = build_classifier_and_projection(dim, num_classes)
 
-    def forward(self, x_btd: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+    def forward(self, x_btd: torch.Tensor, frame_times: Optional[torch.Tensor] = None,
+                importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        # A frame bag by design: the mean over time cannot use when a frame was taken, so frame_times
+        # (and the sampler's importance prior) are accepted and ignored.
         fused_bd = self.ln(x_btd.mean(dim=1))
         zero = x_btd.new_zeros(())
         return HeadOutput(
@@ -33,15 +36,20 @@ class MeanPoolHead(nn.Module):
 
 
 class VideoClassifier(nn.Module):
-    """clips (B, T, 3, H, W) -> frame embeddings (B, T, D) -> ``HeadOutput``."""
+    """clips (B, T, 3, H, W) -> frame embeddings (B, T, D) -> ``HeadOutput``.
+
+    ``frame_times`` (B, T): seconds from the video's start of each frame, given by dense and multirate
+    clips (docs/model.md#frame-timestamps-multirate-clips); None for segment clips.
+    """
 
     def __init__(self, backbone: FrameEncoder, head: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
 
-    def forward(self, clips_btchw: torch.Tensor, importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
-        return self.head(self.backbone(clips_btchw), importance_prior_bt)
+    def forward(self, clips_btchw: torch.Tensor, frame_times: Optional[torch.Tensor] = None,
+                importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
+        return self.head(self.backbone(clips_btchw), frame_times=frame_times, importance_prior_bt=importance_prior_bt)
 
 
 @dataclass

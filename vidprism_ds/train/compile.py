@@ -5,7 +5,10 @@ Why these units:
 * The head (``VidPrismHead``, ``HomogeneousHead`` or ``MeanPoolHead``) is hundreds of small operators on
   short streams, so launch overhead dominates it; as one graph Inductor fuses the element-wise chains
   (sampler masks, fusion gates, losses). It compiles with zero graph breaks in every mode and variant
-  (``tests/train/test_compile.py`` pins this), the routed variant's megatron-core routing maths included.
+  (``tests/train/test_compile.py`` pins this), the routed variant's megatron-core routing maths, the
+  homogeneous head's fusion and the frame-time encoding included. ``VideoClassifier`` hands the head
+  ``frame_times`` by keyword, so a compiled head takes them as an eager one does (a call with times and
+  one without are two graphs, each traced once).
 * The backbone is the same ``ResidualAttentionBlock`` repeated: compiling each block (not the whole
   tower) gives one graph that every block reuses (same code, guards on the module only), keeps compile
   time flat in depth, and leaves open_clip's per-block gradient checkpointing (``torch.utils.checkpoint``

@@ -108,8 +108,9 @@ def test_codecs_and_shapes_are_kept_and_broken_inputs_are_skipped_with_reasons(t
 def test_killed_run_resumes_to_the_same_shards_as_an_uninterrupted_run(tmp_path, helpers):
     rows = helpers.write_synthetic_videos(tmp_path, 24, size=96, frames=40)
     helpers.write_list(tmp_path / "list.txt", rows)
+    # a 16-frame base of 40 frames: the default bursts add frames of their own (multi-rate samples)
     common = ["--root", str(tmp_path), "--list", str(tmp_path / "list.txt"), "--shard-size", "2", "--workers", "1",
-              "--dataset", "synthetic", "--no-progress"]
+              "--dataset", "synthetic", "--no-progress", "--max-frames", "16"]
     reference = helpers.run_shard_cli(*common, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
 
@@ -158,6 +159,8 @@ def test_bad_arguments_exit_non_zero_with_one_clear_line(tmp_path, capsys, helpe
          "list file not found"),
         ([*base, "--jpeg-quality", "0"], "--jpeg-quality"),
         ([*base, "--workers", "0"], "--workers"),
+        ([*base, "--burst-count", "-1"], "--burst-count must be >= 0"),
+        ([*base, "--burst-length", "0"], "--burst-length must be >= 1"),
         ([*base, "--labels", str(tmp_path / "nope.txt")], "--labels"),
     ]
     for args, expected in cases:
@@ -239,3 +242,12 @@ def test_unwritable_out_is_one_line_before_any_worker_starts(tmp_path, capsys, h
                           "--dataset", "synthetic", "--no-progress")
     assert (code, err) == (2, f"shard.py: error: {message}")
     assert not (out / "reports").exists()
+
+
+def test_help_lists_the_burst_options_with_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--burst-count BURST_COUNT dense bursts per video" in text and "default 2)" in text
+    assert "--burst-length BURST_LENGTH frames per burst (default 16)" in text
+    assert "--burst-fps BURST_FPS" in text

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep at most this many frames per video, evenly spread (default %(default)s)")
     parser.add_argument("--fps", type=float, default=FrameSettings.target_fps,
                         help="resample to this frame rate before --max-frames (0 = every frame)")
+    parser.add_argument("--burst-count", type=int, default=FrameSettings.burst_count,
+                        help="dense bursts per video, at evenly spaced anchors, for data.clip_sampling dense/multirate "
+                             "(0 = the sparse base only; default %(default)s)")
+    parser.add_argument("--burst-length", type=int, default=FrameSettings.burst_length,
+                        help="frames per burst (default %(default)s)")
+    parser.add_argument("--burst-fps", type=float, default=FrameSettings.burst_fps,
+                        help="frame rate inside a burst (0 = the source rate: consecutive frames)")
     parser.add_argument("--short-side", type=int, default=FrameSettings.short_side,
                         help="resize frames so the short side is this many pixels, never enlarging")
     parser.add_argument("--jpeg-quality", type=int, default=FrameSettings.jpeg_quality)
@@ -66,6 +73,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         (args.workers >= 1, "--workers must be >= 1"),
         (args.max_frames >= 1, "--max-frames must be >= 1"),
         (args.fps >= 0, "--fps must be >= 0"),
+        (args.burst_count >= 0, "--burst-count must be >= 0"),
+        (args.burst_length >= 1, "--burst-length must be >= 1"),
+        (args.burst_fps >= 0, "--burst-fps must be >= 0"),
         (args.short_side >= 16, "--short-side must be >= 16"),
         (1 <= args.jpeg_quality <= 95, "--jpeg-quality must be in [1, 95]"),
         (args.shard_size >= 1, "--shard-size must be >= 1"),
@@ -139,7 +149,8 @@ def build_job(args: argparse.Namespace) -> ShardJob:
     source = {"list": str(list_path.resolve()), "list_format": list_format, "sha256": _sha256(list_path),
               "root": str(Path(args.root).resolve())}
     frames = FrameSettings(max_frames=args.max_frames, target_fps=args.fps, short_side=args.short_side,
-                           jpeg_quality=args.jpeg_quality)
+                           jpeg_quality=args.jpeg_quality, burst_count=args.burst_count,
+                           burst_length=args.burst_length, burst_fps=args.burst_fps)
     return ShardJob(entries=entries, out_dir=Path(args.out), frames=frames, classes=classes,
                     num_classes=num_classes, source=source, dataset=args.dataset, shard_size=args.shard_size,
                     prefix=args.prefix, workers=args.workers, timeout_s=args.timeout,

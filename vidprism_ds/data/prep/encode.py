@@ -4,9 +4,12 @@ Sample layout (key = the video's position in the list, 9 digits, so keys are uni
 order; WebDataset splits a member name at the key's first dot):
 
 - ``{key}.000000.jpg`` ... ``{key}.{n-1:06d}.jpg``: the kept frames in time order, RGB JPEG, short side
-  resized to ``short_side`` (never enlarged);
+  resized to ``short_side`` (never enlarged): the sparse base and the dense bursts
+  (``vidprism_ds.data.sampling.stored_frames``), a frame in both stored once;
 - ``{key}.json``: metadata (``label``, ``video_id``, ``source_fps``, ``source_num_frames``,
-  ``frame_indices`` = source index of each kept frame, ``num_frames``, ``width``, ``height``, ...);
+  ``frame_indices`` = source index of each kept frame, ``frame_times`` = its seconds from the video's
+  start, ``base_frames`` and ``bursts`` = which kept frames (positions) form the base and each burst,
+  ``num_frames``, ``width``, ``height``, ...);
 - ``{key}.cls``: the label as ASCII digits.
 
 Only these three kinds of member are ever written (no pickles, no numpy files).
@@ -24,8 +27,8 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from vidprism_ds.data.sampling import FrameSettings
-from vidprism_ds.data.video_decode import VideoDecodeError, decode_base_frames
+from vidprism_ds.data.sampling import FrameSettings, StoredFrames, burst_frame_indices, frame_times, stored_frames
+from vidprism_ds.data.video_decode import DecodedVideo, VideoDecodeError, decode_base_frames, open_video, read_frames
 
 FRAME_MEMBER_DIGITS = 6
 
@@ -104,12 +107,13 @@ def encode_video(task: EncodeTask) -> Union[EncodedSample, SkippedVideo]:
         return SkippedVideo(task.index, link_problem)
     try:
         decoded = decode_base_frames(task.path, settings.max_frames, settings.target_fps)
+        stored, frames_nhwc = add_burst_frames(task.path, decoded, settings)
     except VideoDecodeError as err:
         return SkippedVideo(task.index, str(err))
-    height, width = decoded.frames_nhwc.shape[1:3]
+    height, width = frames_nhwc.shape[1:3]
     size = resized_size(width, height, settings.short_side)
     members = {frame_member(i): encode_jpeg(frame, size, settings.jpeg_quality)
-               for i, frame in enumerate(decoded.frames_nhwc)}
+               for i, frame in enumerate(frames_nhwc)}
     metadata = {
         "index": task.index,
         "label": task.label,
@@ -118,15 +122,40 @@ def encode_video(task: EncodeTask) -> Union[EncodedSample, SkippedVideo]:
         "source_num_frames": decoded.source_num_frames,
         "source_width": width,
         "source_height": height,
-        "frame_indices": decoded.frame_indices,
-        "num_frames": len(decoded.frame_indices),
+        "frame_indices": stored.indices,
+        "frame_times": frame_times(stored.indices, decoded.source_fps),
+        "base_frames": stored.base,
+        "bursts": stored.bursts,
+        "num_frames": len(stored.indices),
         "width": size[0],
         "height": size[1],
         "frame_settings": asdict(settings),
     }
     members["json"] = json.dumps(metadata, sort_keys=True).encode("utf-8")
     members["cls"] = str(task.label).encode("ascii")
-    return EncodedSample(task.index, members, len(decoded.frame_indices))
+    return EncodedSample(task.index, members, len(stored.indices))
+
+
+def add_burst_frames(path: str, decoded: DecodedVideo, settings: FrameSettings) -> tuple[StoredFrames, np.ndarray]:
+    """The stored frames: the decoded base plus the bursts' frames it lacks, (N, H, W, 3) in time order.
+
+    The base is decoded exactly as in a single-base shard (``decode_base_frames``, with its fallback to
+    the decodable prefix of a damaged file); the bursts are placed within the frames it found decodable
+    and read in a second pass, so a burst frame that does not decode skips the video with the reason."""
+    bursts = burst_frame_indices(decoded.source_num_frames, decoded.source_fps, settings.burst_count,
+                                 settings.burst_length, settings.burst_fps)
+    stored = stored_frames(decoded.frame_indices, bursts)
+    in_base = set(decoded.frame_indices)
+    missing = [index for index in stored.indices if index not in in_base]
+    if not missing:
+        return stored, decoded.frames_nhwc
+    try:
+        extra = read_frames(open_video(path), missing)
+    except VideoDecodeError as err:
+        raise VideoDecodeError(f"burst frames: {err}") from None
+    by_index = dict(zip(decoded.frame_indices, decoded.frames_nhwc))
+    by_index.update(zip(missing, extra))
+    return stored, np.stack([by_index[index] for index in stored.indices])
 
 
 def worker_initializer(decoder_logs: bool = False) -> None:
