@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Mapping, Optional, Sequence, TextIO
 
 
 def _describe_shards(path: str) -> tuple[bool, str]:
@@ -27,6 +27,60 @@ def _describe_shards(path: str) -> tuple[bool, str]:
     except (FileNotFoundError, ValueError) as err:
         return False, f"{path}  MISSING: {err}"
     return True, f"{path}  ({manifest.num_samples} samples in {len(manifest.shards)} shards)"
+
+
+def tasks_per_node(environ: Mapping[str, str]) -> list[int]:
+    """The task counts of the job's nodes, from Slurm's compressed SLURM_TASKS_PER_NODE ("8(x4)", "8(x2),4")
+    or else SLURM_NTASKS_PER_NODE; empty outside a job."""
+    text = environ.get("SLURM_TASKS_PER_NODE") or environ.get("SLURM_NTASKS_PER_NODE") or ""
+    counts = []
+    for group in filter(None, text.split(",")):
+        count, _, repeat = group.partition("(x")
+        counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+    return counts
+
+
+def tensor_parallel_placement_problem(tp_size: int, node_tasks: Sequence[int]) -> Optional[str]:
+    """Why ``tp_size`` would put a tensor-parallel group across nodes, or None. The groups are ``tp_size``
+    consecutive ranks (megatron-core's layout) and srun numbers the ranks node by node, so a group stays
+    inside a node exactly when ``tp_size`` divides every node's task count."""
+    straddling = sorted({count for count in node_tasks if count % tp_size})
+    if tp_size == 1 or not straddling:
+        return None
+    divisors = [d for d in range(1, min(node_tasks) + 1) if all(count % d == 0 for count in node_tasks)]
+    return (f"parallel.tp_size: {tp_size} does not divide the {straddling[0]} tasks (GPUs) of a node: tensor-parallel "
+            f"groups of {tp_size} consecutive ranks would span two nodes (their all-reduces then leave NVLink); set "
+            f"TP_SIZE to one of {divisors}, or run {tp_size} or a multiple of it tasks per node (--ntasks-per-node)")
+
+
+def _parallel_line(cfg, node_tasks: Sequence[int], world_size: Optional[int]) -> str:
+    tp_size = cfg.parallel.tp_size
+    line = f"  parallel       tp_size {tp_size}, ep_size {cfg.parallel.ep_size}"
+    if world_size:
+        line += f", data-parallel {world_size // tp_size} of {world_size} ranks"
+    if tp_size > 1 and node_tasks:
+        per_node = "/".join(map(str, sorted(set(node_tasks))))
+        line += f"; TP groups of {tp_size} consecutive ranks inside each node ({per_node} tasks a node)"
+    return line
+
+
+def _check_parallel(cfg, lines: list[str], problems: list[str]) -> None:
+    """The process layout against the job's: TP groups inside a node, tp_size and ep_size dividing the
+    world (train.py's own check, here before srun)."""
+    from vidprism_ds.config.schema import ConfigError
+    from vidprism_ds.parallel.context import validate_tp_size
+
+    node_tasks = tasks_per_node(os.environ)
+    world_size = int(os.environ["SLURM_NTASKS"]) if os.environ.get("SLURM_NTASKS", "").isdigit() else None
+    lines.append(_parallel_line(cfg, node_tasks, world_size))
+    problem = tensor_parallel_placement_problem(cfg.parallel.tp_size, node_tasks)
+    if problem is None and world_size:
+        try:
+            validate_tp_size(cfg.parallel.tp_size, cfg.parallel.ep_size, world_size)
+        except ConfigError as err:
+            problem = str(err)
+    if problem is not None:
+        problems.append(problem)
 
 
 def main(argv: Optional[Sequence[str]] = None, exports: TextIO = sys.stdout) -> int:
@@ -74,6 +128,7 @@ def main(argv: Optional[Sequence[str]] = None, exports: TextIO = sys.stdout) -> 
                      + (f" (classifier sliced to {cfg.train.init_class_map})" if cfg.train.init_class_map else ""))
         if "init" in opts.require and not exists and newest is None:  # a resumed run does not read it
             problems.append(f"train.init_from: {cfg.train.init_from} does not exist")
+    _check_parallel(cfg, lines, problems)
     lines.append(f"  output         {output_dir}")
     target = f" -> {checkpoints.resolve()}" if checkpoints.is_symlink() else ""
     resume = (f"resumes from {newest.tag} (step {newest.step})" if newest is not None else

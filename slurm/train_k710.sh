@@ -8,6 +8,9 @@
 # Settings (environment variable: default). sbatch passes your environment to the job.
 #   CONFIG          configs/k710_vitb16.yaml; CONFIG= (empty) runs the embedded synthetic demo
 #   DS_CONFIG       ds_configs/zero2.json
+#   TP_SIZE         the config's parallel.tp_size (1): tensor parallelism of the CLIP tower. Its groups are
+#                   TP_SIZE consecutive ranks, kept inside a node: TP_SIZE must divide the tasks per node
+#                   (checked before srun); ranks are numbered node by node (srun's default block layout)
 #   DATA_DIR        the config's data.train_shards / data.val_shards (shards/k710/{train,val});
 #                   when set: DATA_DIR/train and DATA_DIR/val
 #   OUTPUT_DIR      the config's train.output_dir (runs/k710_vitb16): logs, train_history.jsonl, eval/
@@ -50,6 +53,7 @@ DS_CONFIG="${DS_CONFIG:-ds_configs/zero2.json}"
 TRAIN_ARGS=(--deepspeed_config "$DS_CONFIG")
 [[ -n "$CONFIG" ]] && TRAIN_ARGS+=(--config "$CONFIG")
 vp_common_train_args
+[[ -n "${TP_SIZE:-}" ]] && TRAIN_ARGS+=(--set "parallel.tp_size=$TP_SIZE")
 TRAIN_ARGS+=("$@")
 
 vp_rendezvous

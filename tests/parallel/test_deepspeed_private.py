@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 PRIVATE_GROUP_CALLS = {
     "_get_expert_parallel_group_dict": (),
     "_create_expert_and_data_parallel": (2,),
+    "_create_expert_data_and_model_parallel": (2, object()),  # (ep_size, mpu)
     "_get_expert_parallel_group": ("ep_size_2",),
     "_get_expert_data_parallel_group": ("ep_size_2",),
 }
@@ -144,3 +145,17 @@ def test_installed_deepspeed_is_inside_the_pinned_range():
         f"deepspeed {deepspeed.__version__} is installed but requirements.txt pins {pin}: run this file's "
         f"checks against it, then move the pin")
 
+
+
+@pytest.mark.parametrize("optimizer_path", ["deepspeed.runtime.zero.stage_1_and_2:DeepSpeedZeroOptimizer",
+                                            "deepspeed.runtime.bf16_optimizer:BF16_Optimizer"])
+def test_optimizer_fragments_can_still_be_linked_again(optimizer_path):
+    """deepspeed_private.link_state_fragments resets this flag and calls this method so that expert groups'
+    optimizer state is reachable through the safe_get/safe_set tensor-fragment API (topology resume)."""
+    import importlib
+    module_name, class_name = optimizer_path.split(":")
+    optimizer_class = getattr(importlib.import_module(module_name), class_name)
+    assert callable(getattr(optimizer_class, "_lazy_init_hp_params_optimizer_state", None)), (
+        f"{optimizer_path}._lazy_init_hp_params_optimizer_state no longer exists")
+    assert "_hp_optimizer_states_linked" in inspect.getsource(optimizer_class), (
+        f"{optimizer_path} no longer keeps the _hp_optimizer_states_linked flag")

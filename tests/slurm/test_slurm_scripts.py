@@ -161,3 +161,11 @@ def test_a_bad_config_fails_the_job_before_srun_with_the_keys_name(cluster, tiny
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", f"{info}\n{text[-3000:]}"
     assert "config error: train.bogus_key" in text and "starting: srun" not in text
     assert info["Restarts"] == "0"  # a failure is not requeued
+
+    # TP_SIZE reaches the settings, and a tensor-parallel group that would span the two 1-task nodes fails here
+    tp_log = tmp_path / "tp.log"
+    info = cluster.wait_for_job(_submit(cluster, "train_k710.sh", tp_log, CONFIG=config, OUTPUT_DIR=out, TP_SIZE=2),
+                                JOB_TIMEOUT)
+    text = tp_log.read_text()
+    assert info["ExitCode"] == "2:0" and "starting: srun" not in text, f"{info}\n{text[-3000:]}"
+    assert "config error: parallel.tp_size: 2 does not divide the 1 tasks (GPUs) of a node" in text

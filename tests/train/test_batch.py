@@ -47,6 +47,21 @@ def test_a_world_size_that_does_not_divide_the_global_batch_is_named():
         plan_batch(_train("train.global_batch=64", "train.micro_batch=8"), 3)
 
 
+def test_tensor_parallel_ranks_share_a_batch_so_the_arithmetic_counts_data_parallel_ranks():
+    train = _train("train.global_batch=64", "train.micro_batch=8")
+    # 8 processes in TP groups of 4: 2 model replicas read data, so each accumulates 4 micro-batches
+    plan = plan_batch(train, 8, tp_size=4)
+    assert plan == BatchPlan(micro_batch=8, grad_accum=4, world_size=2, tp_size=4)
+    assert plan.global_batch == 64
+    assert plan.describe() == ("global batch 64 = micro-batch 8 x grad_accum 4 x 2 data-parallel ranks "
+                               "(8 processes, parallel.tp_size=4)")
+    assert plan_batch(train, 8).describe() == "global batch 64 = micro-batch 8 x grad_accum 1 x 8 processes"
+    with pytest.raises(ConfigError, match=r"^train\.global_batch: 64 is not a multiple of train\.micro_batch x "
+                                          r"data-parallel size \(world size 6 / parallel\.tp_size 2\) \(8 x 3 = 24\), "
+                                          r"and 3 data-parallel ranks cannot share it evenly"):
+        plan_batch(train, 6, tp_size=2)
+
+
 def test_a_negative_global_batch_is_refused():
     with pytest.raises(ConfigError, match=r"^train\.global_batch: must be >= 0"):
         plan_batch(_train("train.global_batch=-32"), 1)

@@ -88,3 +88,33 @@ def test_resaving_the_same_step_with_one_kept_tag_never_deletes_it(tmp_path):
     result = run_workers("tests.train.workers:resave_same_step_killed", 1, root=str(tmp_path))[0]
     assert result["tags_after_kill"] == ["step_00000003"]
     assert result["verified_step"] == 3 and result["batches_in_epoch"] == 5
+
+
+def test_tags_from_before_tp_size_was_recorded_are_tp1_and_the_topology_compares_all_three_sizes(tmp_path):
+    from types import SimpleNamespace
+
+    from vidprism_ds.train.checkpoint import read_meta, same_topology
+
+    _tag(tmp_path, 4)  # world 2, ep 2, no tp_size in its metadata
+    meta = read_meta(tmp_path / tag_for_step(4))
+    assert meta.tp_size == 1
+    assert same_topology(meta, SimpleNamespace(world_size=2, ep_size=2, tp_size=1))
+    for other in ((1, 1, 1), (4, 2, 1), (2, 1, 1), (2, 2, 2)):
+        world_size, ep_size, tp_size = other
+        assert not same_topology(meta, SimpleNamespace(world_size=world_size, ep_size=ep_size, tp_size=tp_size))
+
+
+def test_a_damaged_optimizer_file_makes_the_tag_unusable(tmp_path):
+    """The consolidated optimizer state is in the tag's records like every other file."""
+    from vidprism_ds.train.checkpoint import choose_resume_tag, tag_file_records
+
+    older, newer = _verified_tag(tmp_path, 3), _verified_tag(tmp_path, 5)
+    (newer / "optimizer").mkdir()
+    (newer / "optimizer" / "shared_00000.pt").write_bytes(b"moments" * 100)
+    meta = json.loads((newer / META_FILE).read_text())
+    meta["files"] = tag_file_records(newer)
+    (newer / META_FILE).write_text(json.dumps(meta))
+    (newer / "optimizer" / "shared_00000.pt").write_bytes(b"moments" * 50)  # a half-written file
+    lines = []
+    assert choose_resume_tag(tmp_path, lines.append).step == 3 and older.is_dir()
+    assert "optimizer/shared_00000.pt has 350 bytes, 700 were written" in lines[0]

@@ -65,6 +65,24 @@ def test_batch_size_conflict_with_deepspeed_json_is_rejected(tmp_path, capsys):
     assert "train.micro_batch: 4 disagrees" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("settings, message", [
+    # 4 processes in TP pairs are 2 data-parallel ranks: EP 4 cannot spread inside them
+    (["parallel.tp_size=2", "parallel.ep_size=4"], "parallel.ep_size: 4 does not divide the data-parallel size 2"),
+    # the batch arithmetic counts data-parallel ranks: 8 clips = 4 x 2 DP ranks, not 4 x 4 processes
+    (["parallel.tp_size=2", "train.global_batch=8", "train.micro_batch=4", "train.grad_accum=2"],
+     "train.grad_accum: 2 disagrees"),
+])
+def test_the_launch_check_counts_data_parallel_ranks_under_tensor_parallelism(monkeypatch, capsys, settings, message):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # a complete launcher environment; nothing connects
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    argv = ["--no-baseline"] + [arg for setting in settings for arg in ("--set", setting)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_3(tiny_shards, tmp_path):
     out = tmp_path / "sigterm"

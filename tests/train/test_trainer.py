@@ -90,3 +90,35 @@ def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     assert trainer._train_epoch(state, skip=0) is None
     assert steps == [(1, 3), (2, 6)] and trainer.train_loader.pulled == 6
     assert state.window_clips == 12
+
+
+class _RecordingEngine:
+    """Stands for DeepSpeed's engine: forwards to the model and keeps the keyword arguments it was given."""
+
+    def __init__(self, model):
+        self.model, self.kwargs = model, []
+
+    def __call__(self, frames, **kwargs):
+        self.kwargs.append(kwargs)
+        return self.model(frames, **kwargs)
+
+
+def test_the_training_step_hands_a_batch_s_frame_times_to_the_model():
+    from vidprism_ds.model.video_model import build_video_model
+    from vidprism_ds.train.trainer import Trainer
+
+    cfg = load_config(None, ["model.backbone.image_size=32", "data.image_size=32", "data.num_frames=4",
+                             "model.head.frame_time_encoding=true"])
+    model = build_video_model(cfg.model, num_classes=3, num_frames=4).model
+    trainer = Trainer.__new__(Trainer)  # the call site alone: no process group, DeepSpeed or data
+    trainer.cfg, trainer.device, trainer.dtype = cfg, torch.device("cpu"), torch.float32
+    trainer.engine, trainer.text_cd = _RecordingEngine(model), torch.randn(3, model.backbone.embed_dim)
+    batch = {"frames": torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8), "labels": torch.tensor([0, 2])}
+    times = torch.tensor([[0.0, 0.4, 0.433, 0.467], [1.0, 1.5, 2.0, 2.5]], dtype=torch.float64)
+    _, losses = trainer._forward_loss({**batch, "frame_times": times})
+    given = trainer.engine.kwargs[-1]["frame_times"]
+    assert given.dtype == torch.float32 and torch.equal(given, times.float())
+    losses.total.backward()  # the times reach the head's time encoding
+    assert model.head.frame_time_encoding.weight.grad.abs().amax() > 0
+    trainer._forward_loss(batch)  # segment clips: no times, the paper's path
+    assert trainer.engine.kwargs[-1] == {"frame_times": None}

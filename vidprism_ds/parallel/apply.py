@@ -1,4 +1,5 @@
-"""The one place where expert parallelism is applied to a built model (before ``deepspeed.initialize``)."""
+"""The one place where parallelism is applied to a built model (before ``deepspeed.initialize``): tensor
+parallelism of the frame encoder, then expert parallelism of the head."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from vidprism_ds.parallel.deepspeed_private import mark_expert_parameters
 from vidprism_ds.parallel.expert_parallel_dispatch import ExpertParallelDispatcher
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
 from vidprism_ds.parallel.placement import ExpertPlacement, place_experts
+from vidprism_ds.parallel.tensor_parallel import apply_tensor_parallel
 
 
 def expert_stream_cost(tokens: int, expert: nn.Module, dim: int) -> float:
@@ -39,17 +41,19 @@ def plan_placement(head: nn.Module, ep_size: int) -> ExpertPlacement:
 
 
 def parallelize_model(model: nn.Module, ctx: ParallelContext) -> Optional[ExpertPlacement]:
-    """In place: keep this rank's experts, route streams with all-to-all, tag expert parameters.
+    """In place: the frame encoder's blocks tensor-parallel over ``ctx.tp_group`` when ``ctx.tp_size`` > 1
+    (untouched otherwise); keep this rank's experts, route streams with all-to-all, tag expert parameters.
 
-    Applied at every ``ep_size`` including 1, so DeepSpeed always sees the same kind of model (expert
-    gradients reduced over the expert-data-parallel group, experts saved per expert). A model without
-    experts (the mean-pooling baseline) is left alone. Returns the placement, or None.
+    Expert parallelism is applied at every ``ep_size`` including 1, so DeepSpeed always sees the same kind
+    of model (expert gradients reduced over the expert-data-parallel group, experts saved per expert). A
+    model without experts (the mean-pooling baseline) keeps its head. Returns the placement, or None.
     """
     head = find_expert_head(model)
+    if head is not None and isinstance(head.experts, LocalExpertShard):
+        raise RuntimeError("parallelize_model was already applied to this model")
+    apply_tensor_parallel(model, ctx)
     if head is None:
         return None
-    if isinstance(head.experts, LocalExpertShard):
-        raise RuntimeError("parallelize_model was already applied to this model")
     placement = plan_placement(head, ctx.ep_size)
     local = {e: head.experts[str(e)] for e in placement.local_experts(ctx.ep_rank)}
     for expert in local.values():

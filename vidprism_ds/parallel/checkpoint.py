@@ -3,8 +3,9 @@
 Files: ``<ckpt_dir>/experts/expert_<id:03d>.pt``, each the state dict of one ``TemporalExpert`` (keys
 relative to the expert), written by the first replica of its owner (expert-data-parallel rank 0),
 atomically (temporary name, then rename). ``consolidated_state_dict`` gathers every expert to rank 0 and
-returns a plain state dict with the single-process parameter names (``head.experts.<id>.…``), loadable
-into ``build_video_model`` without DeepSpeed.
+returns a plain state dict with the single-process parameter names (``head.experts.<id>.…``; a
+tensor-parallel parameter gathered over the TP group under its ``tp_layout.full_name``), loadable into
+``build_video_model`` without DeepSpeed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from vidprism_ds.parallel.apply import find_expert_head
 from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
+from vidprism_ds.parallel.optimizer_state import assemble_tp, saved_name
 from vidprism_ds.utils.files import atomic_torch_save
 
 EXPERT_DIR = "experts"
@@ -74,6 +76,17 @@ def load_expert_files(model: nn.Module, ckpt_dir: str | os.PathLike) -> list[int
     return loaded
 
 
+def _assemble_tp_parameters(model: nn.Module, ctx: Optional[ParallelContext], state: dict[str, torch.Tensor]) -> None:
+    """In place: every tensor-parallel shard in ``state`` replaced by the whole tensor under its
+    single-process name (collective over the TP group)."""
+    if ctx is None or ctx.tp_size == 1:
+        return
+    for name, param in model.named_parameters():
+        layout = getattr(param, "tp_layout", None)
+        if layout is not None and name in state:
+            state[saved_name(name, param)] = assemble_tp(state.pop(name), layout, ctx)
+
+
 def consolidated_state_dict(model: nn.Module, ctx: Optional[ParallelContext]) -> Optional[dict[str, torch.Tensor]]:
     """Full fp32 state dict with single-process names on rank 0 (None on other ranks).
 
@@ -86,6 +99,7 @@ def consolidated_state_dict(model: nn.Module, ctx: Optional[ParallelContext]) ->
     shard_name = f"{prefix}deepspeed_moe." if sharded else None
     state = {k: v.detach().to("cpu", torch.float32, copy=True)
              for k, v in model.state_dict().items() if not (shard_name and k.startswith(shard_name))}
+    _assemble_tp_parameters(model, ctx, state)
     if not sharded:
         return state if ctx is None or ctx.rank == 0 else None
 

@@ -6,11 +6,20 @@ world size W and EP size P the EP groups are consecutive ranks [0..P-1], [P..2P-
 inside), and the expert-data-parallel groups are strided {i, i+P, i+2P, ...} (gradient all-reduce of
 expert weights). Our own code receives the groups through ``ParallelContext`` and never reads
 DeepSpeed's globals itself.
+
+With tensor parallelism (``tp_size`` p > 1) the ranks are laid out as megatron-core's ``parallel_state``
+builds them: TP groups are consecutive ranks [0..p-1], [p..2p-1], ... (inside a node when p divides the
+GPUs per node), data-parallel groups are strided {t, t+p, t+2p, ...} across the TP groups, and the expert
+groups are built inside each data-parallel group (DeepSpeed's ``_create_expert_data_and_model_parallel``):
+EP groups are runs of ``ep_size`` consecutive members of a DP group, expert-data groups stride over them.
+DeepSpeed learns the layout from ``DataTensorParallelMpu`` (``deepspeed.initialize(mpu=...)``), so ZeRO
+partitions over the DP group only and gradients are averaged over it, never over the TP group.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch.distributed as dist
 
@@ -27,14 +36,64 @@ class ParallelContext:
     ep_rank: int
     ep_group: dist.ProcessGroup
     expert_data_group: dist.ProcessGroup
+    # Tensor parallelism of the frame encoder (docs/parallel.md); tp_size 1 means none and no group.
+    tp_size: int = 1
+    tp_rank: int = 0
+    tp_group: Optional[dist.ProcessGroup] = None
+    # What deepspeed.initialize(mpu=...) gets: None with tp_size 1 (DeepSpeed's own all-ranks layout).
+    mpu: Optional[DataTensorParallelMpu] = None
 
     @property
     def group_name(self) -> str:
         return deepspeed_private.expert_group_name(self.ep_size)
 
     @property
+    def dp_size(self) -> int:
+        """Data-parallel size: the ranks that read different batches (the ranks of a TP group read one)."""
+        return self.world_size // self.tp_size
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.tp_size
+
+    @property
     def expert_data_rank(self) -> int:
-        return self.rank // self.ep_size
+        """This rank's index among the data-parallel replicas of its experts (0: the first replica; the TP
+        ranks of one group hold the same experts with the same index)."""
+        return self.dp_rank // self.ep_size
+
+
+def _from_parallel_state(name: str):
+    """A method returning megatron-core ``parallel_state.<name>()``."""
+    def method(self):
+        return getattr(self._state, name)()
+    method.__name__ = name
+    return method
+
+
+class DataTensorParallelMpu:
+    """The model-parallel unit DeepSpeed reads (``deepspeed.initialize(mpu=...)``), over megatron-core's
+    ``parallel_state``: model parallelism is the TP group, data parallelism the DP group; no pipeline.
+    Only the methods DeepSpeed 0.19 calls are provided (it probes for optional ones with ``hasattr``)."""
+
+    def __init__(self):
+        from megatron.core import parallel_state
+        self._state = parallel_state
+
+    get_tensor_model_parallel_group = _from_parallel_state("get_tensor_model_parallel_group")
+    get_tensor_model_parallel_world_size = _from_parallel_state("get_tensor_model_parallel_world_size")
+    get_tensor_model_parallel_rank = _from_parallel_state("get_tensor_model_parallel_rank")
+    get_tensor_model_parallel_src_rank = _from_parallel_state("get_tensor_model_parallel_src_rank")
+    # DeepSpeed's older names for the same group (no pipeline: model parallel = tensor parallel)
+    get_model_parallel_group = get_tensor_model_parallel_group
+    get_model_parallel_world_size = get_tensor_model_parallel_world_size
+    get_model_parallel_rank = get_tensor_model_parallel_rank
+    get_data_parallel_group = _from_parallel_state("get_data_parallel_group")
+    get_data_parallel_world_size = _from_parallel_state("get_data_parallel_world_size")
+    get_data_parallel_rank = _from_parallel_state("get_data_parallel_rank")
+
+    def get_data_parallel_group_ranks(self) -> list[int]:
+        return dist.get_process_group_ranks(self.get_data_parallel_group())
 
 
 def validate_ep_size(ep_size: int, world_size: int) -> None:
@@ -46,16 +105,30 @@ def validate_ep_size(ep_size: int, world_size: int) -> None:
                           f"(processes); choose a divisor of {world_size}")
 
 
-def init_expert_parallel(ep_size: int) -> ParallelContext:
-    """Create (or reuse) DeepSpeed's expert and expert-data-parallel groups for ``ep_size``.
+def validate_tp_size(tp_size: int, ep_size: int, world_size: int) -> None:
+    """``parallel.tp_size`` against the world size: it divides it, and ``ep_size`` divides the data-parallel
+    size (experts are spread inside a data-parallel group)."""
+    if tp_size < 1 or world_size % tp_size != 0:
+        raise ConfigError(f"parallel.tp_size: {tp_size} does not divide the world size {world_size} (processes); "
+                          f"choose a divisor of {world_size}")
+    if (world_size // tp_size) % ep_size != 0:
+        raise ConfigError(f"parallel.ep_size: {ep_size} does not divide the data-parallel size {world_size // tp_size} "
+                          f"(world size {world_size} / parallel.tp_size {tp_size})")
 
-    Requires an initialised default process group (``deepspeed.init_distributed``).
+
+def init_expert_parallel(ep_size: int, tp_size: int = 1) -> ParallelContext:
+    """Create (or reuse) the process groups for ``ep_size`` and ``tp_size``.
+
+    Requires an initialised default process group (``deepspeed.init_distributed``). With tp_size 1 these
+    are DeepSpeed's expert and expert-data-parallel groups over all ranks, as without tensor parallelism.
     """
     if not dist.is_initialized():
         raise RuntimeError("init_expert_parallel needs torch.distributed initialised first "
                            "(deepspeed.init_distributed)")
     world_size, rank = dist.get_world_size(), dist.get_rank()
     validate_ep_size(ep_size, world_size)
+    if tp_size > 1:
+        return _init_tensor_and_expert_parallel(ep_size, tp_size, world_size, rank)
     name = deepspeed_private.expert_group_name(ep_size)
     if not deepspeed_private.expert_groups_exist(name):
         deepspeed_private.create_expert_groups(ep_size)
@@ -63,3 +136,37 @@ def init_expert_parallel(ep_size: int) -> ParallelContext:
         world_size=world_size, rank=rank, ep_size=ep_size, ep_rank=rank % ep_size,
         ep_group=deepspeed_private.expert_parallel_group(name),
         expert_data_group=deepspeed_private.expert_data_parallel_group(name))
+
+
+def _init_tensor_and_expert_parallel(ep_size: int, tp_size: int, world_size: int, rank: int) -> ParallelContext:
+    from megatron.core import parallel_state
+
+    validate_tp_size(tp_size, ep_size, world_size)
+    if not parallel_state.model_parallel_is_initialized():
+        # megatron's default order ("tp-cp-ep-dp-pp") gives consecutive TP ranks and strided DP groups
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size, create_gloo_process_groups=False)
+    elif parallel_state.get_tensor_model_parallel_world_size() != tp_size:
+        raise RuntimeError(f"megatron-core's groups already exist with tp_size "
+                           f"{parallel_state.get_tensor_model_parallel_world_size()}, not {tp_size}")
+    mpu = DataTensorParallelMpu()
+    name = deepspeed_private.expert_group_name(ep_size)
+    if not deepspeed_private.expert_groups_exist(name):
+        deepspeed_private.create_expert_groups_inside_data_parallel(ep_size, mpu)
+    ctx = ParallelContext(
+        world_size=world_size, rank=rank, ep_size=ep_size, ep_rank=(rank // tp_size) % ep_size,
+        ep_group=deepspeed_private.expert_parallel_group(name),
+        expert_data_group=deepspeed_private.expert_data_parallel_group(name),
+        tp_size=tp_size, tp_rank=mpu.get_tensor_model_parallel_rank(), tp_group=mpu.get_tensor_model_parallel_group(),
+        mpu=mpu)
+    _check_layout(ctx)
+    return ctx
+
+
+def _check_layout(ctx: ParallelContext) -> None:
+    """The groups megatron-core and DeepSpeed built are the layout the rest of the code assumes."""
+    tp_ranks = dist.get_process_group_ranks(ctx.tp_group)
+    expected_tp = list(range(ctx.dp_rank * ctx.tp_size, (ctx.dp_rank + 1) * ctx.tp_size))
+    ep_rank = dist.get_rank(group=ctx.ep_group)
+    if tp_ranks != expected_tp or ctx.tp_rank != ctx.rank % ctx.tp_size or ep_rank != ctx.ep_rank:
+        raise RuntimeError(f"unexpected process-group layout on rank {ctx.rank}: TP group {tp_ranks} (expected "
+                           f"{expected_tp}), EP rank {ep_rank} (expected {ctx.ep_rank})")

@@ -57,6 +57,13 @@ def create_expert_groups(ep_size: int) -> None:
     _groups()._create_expert_and_data_parallel(ep_size)
 
 
+def create_expert_groups_inside_data_parallel(ep_size: int, mpu) -> None:
+    """With tensor parallelism: DeepSpeed's expert + model + data layout, where the expert-parallel groups
+    lie inside each data-parallel group of ``mpu`` (ranks of one tensor-parallel group never exchange
+    experts). Collective over the default process group."""
+    _groups()._create_expert_data_and_model_parallel(ep_size, mpu)
+
+
 def expert_parallel_group(group_name: str) -> dist.ProcessGroup:
     """This rank's expert-parallel group (the all-to-all runs inside it)."""
     return _groups()._get_expert_parallel_group(group_name)
@@ -65,3 +72,19 @@ def expert_parallel_group(group_name: str) -> dist.ProcessGroup:
 def expert_data_parallel_group(group_name: str) -> dist.ProcessGroup:
     """This rank's expert-data-parallel group (expert gradients are all-reduced over it)."""
     return _groups()._get_expert_data_parallel_group(group_name)
+
+
+def link_state_fragments(engine_optimizer) -> None:
+    """Point every parameter's fragment at its flat partition's optimizer state.
+
+    ZeRO-1/2 and the bf16 optimizer link them once, right after the first parameter group steps
+    (``_lazy_init_hp_params_optimizer_state``), when the later groups (the expert groups of an MoE model:
+    one per expert-parallel size) have no state yet: their parameters' fragments stay empty and
+    ``safe_get_full_optimizer_state`` raises "exp_avg not found". Linking again once every group has state
+    fixes that; it only creates views."""
+    link = getattr(engine_optimizer, "_lazy_init_hp_params_optimizer_state", None)
+    if link is None or not hasattr(engine_optimizer, "_hp_optimizer_states_linked"):
+        raise RuntimeError(f"{type(engine_optimizer).__name__} has no _lazy_init_hp_params_optimizer_state: "
+                           "this DeepSpeed version links optimizer fragments differently")
+    engine_optimizer._hp_optimizer_states_linked = False
+    link()

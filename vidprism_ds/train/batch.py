@@ -3,12 +3,14 @@
 A recipe is a number of optimizer steps of a global batch (clips per optimizer step over all ranks) with
 a learning-rate schedule over those steps. ``train.micro_batch`` is fixed by memory, so with
 ``train.global_batch`` set the gradient accumulation is what adapts to the world size:
-``grad_accum = global_batch / (micro_batch x world_size)``. The data-parallel size of the batch is the
-world size: every rank reads its own data, expert parallelism included (it splits the experts, not the
-batch).
+``grad_accum = global_batch / (micro_batch x dp_size)``. The data-parallel size ``dp_size`` of the batch is
+the world size over ``parallel.tp_size``: the ranks of one tensor-parallel group compute one model replica
+on the same batch, every other rank reads its own data, expert parallelism included (it splits the
+experts, not the batch). Without tensor parallelism ``dp_size`` is the world size.
 
 Optimizer steps per epoch are the same on any world size: a rank's loader yields
-``num_samples // (micro_batch x world_size)`` micro-batches an epoch (``data.loaders``), and
+``num_samples // (micro_batch x dp_size)`` micro-batches an epoch (``data.loaders``, given the
+data-parallel rank and size), and
 ``(n // (m x w)) // a == n // (m x w x a) == n // global_batch``. Micro-batches beyond the last whole
 optimizer step of an epoch are not trained on (they would otherwise be accumulated into the next epoch's
 first step).
@@ -28,7 +30,8 @@ class BatchPlan:
 
     micro_batch: int  # clips per rank per forward/backward
     grad_accum: int  # micro-batches accumulated per optimizer step
-    world_size: int  # data-parallel size
+    world_size: int  # data-parallel size (processes / tp_size)
+    tp_size: int = 1  # processes per model replica (tensor parallelism), which read the same batch
 
     @property
     def global_batch(self) -> int:
@@ -39,43 +42,59 @@ class BatchPlan:
         return batches_per_rank // self.grad_accum
 
     def describe(self) -> str:
+        stated = f"global batch {self.global_batch} = micro-batch {self.micro_batch} x grad_accum {self.grad_accum} x "
+        if self.tp_size > 1:
+            replicas = "data-parallel rank" if self.world_size == 1 else "data-parallel ranks"
+            return (f"{stated}{self.world_size} {replicas} ({self.world_size * self.tp_size} processes, "
+                    f"parallel.tp_size={self.tp_size})")
         processes = "process" if self.world_size == 1 else "processes"
-        return (f"global batch {self.global_batch} = micro-batch {self.micro_batch} x grad_accum "
-                f"{self.grad_accum} x {self.world_size} {processes}")
+        return f"{stated}{self.world_size} {processes}"
 
 
 def _largest_divisor_up_to(number: int, limit: int) -> int:
     return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
 
 
-def _indivisible(train: TrainConfig, world_size: int) -> ConfigError:
-    clips_per_micro_step = train.micro_batch * world_size
-    stated = (f"train.global_batch: {train.global_batch} is not a multiple of train.micro_batch x world size "
-              f"({train.micro_batch} x {world_size} = {clips_per_micro_step})")
-    if train.global_batch % world_size:
-        return ConfigError(f"{stated}, and {world_size} processes cannot share it evenly: run on a world size "
+def _size_names(dp_size: int, tp_size: int) -> tuple[str, str]:
+    """What the data-parallel size is called in messages: (the size, its members)."""
+    if tp_size == 1:
+        return "world size", "processes"
+    return (f"data-parallel size (world size {dp_size * tp_size} / parallel.tp_size {tp_size})",
+            "data-parallel ranks")
+
+
+def _indivisible(train: TrainConfig, dp_size: int, tp_size: int) -> ConfigError:
+    size_name, members = _size_names(dp_size, tp_size)
+    clips_per_micro_step = train.micro_batch * dp_size
+    stated = (f"train.global_batch: {train.global_batch} is not a multiple of train.micro_batch x {size_name} "
+              f"({train.micro_batch} x {dp_size} = {clips_per_micro_step})")
+    if train.global_batch % dp_size:
+        return ConfigError(f"{stated}, and {dp_size} {members} cannot share it evenly: run on a world size "
                            f"that divides {train.global_batch}, or change train.global_batch")
-    per_rank = train.global_batch // world_size
+    per_rank = train.global_batch // dp_size
     fitting = _largest_divisor_up_to(per_rank, train.micro_batch)
-    return ConfigError(f"{stated}; each of the {world_size} processes trains {per_rank} clips a step: set "
+    return ConfigError(f"{stated}; each of the {dp_size} {members} trains {per_rank} clips a step: set "
                        f"train.micro_batch to a divisor of {per_rank} (e.g. {fitting}, with grad_accum "
                        f"{per_rank // fitting})")
 
 
-def plan_batch(train: TrainConfig, world_size: int) -> BatchPlan:
-    """The micro-batch, accumulation and world size of a run; raises ConfigError naming the keys when
-    ``train.global_batch`` cannot be met on ``world_size`` processes or contradicts ``train.grad_accum``."""
+def plan_batch(train: TrainConfig, world_size: int, tp_size: int = 1) -> BatchPlan:
+    """The micro-batch, accumulation and data-parallel size of a run on ``world_size`` processes in
+    tensor-parallel groups of ``tp_size`` (which divides it: ``context.validate_tp_size``); raises
+    ConfigError naming the keys when ``train.global_batch`` cannot be met or contradicts ``train.grad_accum``."""
+    dp_size = world_size // tp_size
     if not train.global_batch:
-        return BatchPlan(train.micro_batch, train.grad_accum, world_size)
-    if train.global_batch % (train.micro_batch * world_size):
-        raise _indivisible(train, world_size)
-    derived = train.global_batch // (train.micro_batch * world_size)
+        return BatchPlan(train.micro_batch, train.grad_accum, dp_size, tp_size)
+    if train.global_batch % (train.micro_batch * dp_size):
+        raise _indivisible(train, dp_size, tp_size)
+    derived = train.global_batch // (train.micro_batch * dp_size)
     # 1 is grad_accum's default: a config that names only the global batch leaves it there
     if train.grad_accum not in (1, derived):
+        size_name = _size_names(dp_size, tp_size)[0]
         raise ConfigError(f"train.grad_accum: {train.grad_accum} disagrees with train.global_batch "
                           f"{train.global_batch} = train.micro_batch {train.micro_batch} x grad_accum {derived} x "
-                          f"world size {world_size}; remove train.grad_accum (it is derived) or set it to {derived}")
-    return BatchPlan(train.micro_batch, derived, world_size)
+                          f"{size_name} {dp_size}; remove train.grad_accum (it is derived) or set it to {derived}")
+    return BatchPlan(train.micro_batch, derived, dp_size, tp_size)
 
 
 def lr_scale(train: TrainConfig, global_batch: int) -> float:
@@ -89,7 +108,8 @@ def lr_scale(train: TrainConfig, global_batch: int) -> float:
 
 def micro_batches_to_skip(batches_in_epoch: int, saved_micro_batch: int, saved_world_size: int,
                           plan: BatchPlan) -> int:
-    """A checkpoint's position in its epoch (micro-batches consumed on each of its ranks) in this run's
+    """A checkpoint's position in its epoch (micro-batches consumed on each of its ranks; ``saved_world_size``:
+    its data-parallel size, the world size over its tp_size) in this run's
     micro-batches: the same number of clips of the epoch seen, rounded down to a whole optimizer step (the
     loop and DeepSpeed count accumulation from the first micro-batch trained). ``saved_micro_batch`` 0 (a
     tag written before it was recorded) means this run's micro-batch."""

@@ -4,6 +4,8 @@ Layout under ``<output_dir>/checkpoints``::
 
     step_00000120/            DeepSpeed's files (module, expert slots, ZeRO optimizer partitions)
         experts/expert_000.pt   per global expert (any ep_size can load them)
+        optimizer/              fp32 masters, Adam moments and step per parameter, single-process names
+                                (vidprism_ds.parallel.optimizer_state: any topology can load them)
         vidprism_meta.json      written by rank 0 after every rank finished: marks the tag complete
     latest                    the newest complete tag, replaced atomically, written last
 
@@ -13,8 +15,10 @@ with its size and SHA-256; resume verifies them and falls back to the next older
 which tag it skipped and why (a node killed while the filesystem flushed, a bad disk). A tag is never
 deleted before a newer one is complete, and saving the same step again (the epoch-end save after a
 ``save_every_steps`` save) only rewrites the metadata: the state is the same. Resuming at the same world
-size and ``ep_size`` restores everything (weights, optimizer, schedule, step, data position); at another
-topology the weights are loaded and optimizer state starts fresh (ZeRO partitions are laid out per rank).
+size, ``ep_size`` and ``tp_size`` restores everything from DeepSpeed's own files (weights, optimizer,
+schedule, step, data position); at another topology (ZeRO partitions are laid out per rank) the weights
+come from the module and per-expert files and the optimizer state from ``optimizer/``, so training goes
+on as the original topology would have (tags written before ``optimizer/`` existed: fresh optimizer).
 Every checkpoint file is loaded without running code (``vidprism_ds.train.checkpoint_engine``).
 """
 
@@ -31,6 +35,7 @@ import torch.distributed as dist
 
 from vidprism_ds.parallel import ParallelContext
 from vidprism_ds.parallel.checkpoint import load_module_weights, save_expert_files
+from vidprism_ds.parallel.optimizer_state import load_optimizer_state, save_optimizer_state
 from vidprism_ds.utils.files import atomic_write_text, file_sha256, translate_out_of_space
 
 META_FILE = "vidprism_meta.json"
@@ -54,6 +59,13 @@ class CheckpointMeta:
     # world size turns batches_in_epoch into clips with them, and names a changed global batch
     micro_batch: int = 0
     global_batch: int = 0
+    tp_size: int = 1  # tensor-parallel size (1 in tags written before it was recorded)
+
+
+def same_topology(meta: CheckpointMeta, ctx: ParallelContext) -> bool:
+    """Whether DeepSpeed's own per-rank files fit this run (its ZeRO partitions and expert slots do not
+    carry over to another world size, ``ep_size`` or ``tp_size``)."""
+    return (meta.world_size, meta.ep_size, meta.tp_size) == (ctx.world_size, ctx.ep_size, ctx.tp_size)
 
 
 def tag_for_step(step: int) -> str:
@@ -143,6 +155,8 @@ class CheckpointManager:
         self.config = config
         self.log = log
         self.micro_batch, self.global_batch = micro_batch, global_batch
+        # after ``resume``: whether the optimizer state was restored (False: it starts fresh)
+        self.optimizer_restored = False
 
     def save(self, engine, step: int, epoch: int, batches_in_epoch: int) -> Path:
         """Collective: every rank calls it."""
@@ -150,9 +164,9 @@ class CheckpointManager:
         tag_dir = self.root / tag
         meta = CheckpointMeta(tag=tag, step=step, epoch=epoch, batches_in_epoch=batches_in_epoch,
                               world_size=self.ctx.world_size, ep_size=self.ctx.ep_size, config=self.config,
-                              micro_batch=self.micro_batch, global_batch=self.global_batch)
+                              micro_batch=self.micro_batch, global_batch=self.global_batch, tp_size=self.ctx.tp_size)
         previous = read_meta(tag_dir)
-        if previous is not None and previous.world_size == self.ctx.world_size and previous.ep_size == self.ctx.ep_size:
+        if previous is not None and same_topology(previous, self.ctx):
             # the same step saved again (epoch end after a save_every_steps save): same weights and
             # optimizer state, so only the data position changes; the complete tag is never deleted
             if self.ctx.rank == 0:
@@ -167,6 +181,7 @@ class CheckpointManager:
             engine.save_checkpoint(str(self.root), tag=tag, client_state={"vidprism": asdict(meta)},
                                    save_latest=False)
             save_expert_files(engine.module, self.ctx, tag_dir)
+            save_optimizer_state(engine, self.ctx, tag_dir)  # collective: assembles each parameter
         dist.barrier()  # every rank's files are on disk before the tag is marked complete
         if self.ctx.rank == 0:
             meta.files = tag_file_records(tag_dir)
@@ -197,12 +212,13 @@ class CheckpointManager:
         meta = self.choose()
         if meta is None:
             return None
-        same_topology = meta.world_size == self.ctx.world_size and meta.ep_size == self.ctx.ep_size
-        if same_topology:
+        if same_topology(meta, self.ctx):
             path, _ = engine.load_checkpoint(str(self.root), tag=meta.tag, load_optimizer_states=True,
                                              load_lr_scheduler_states=True)
             if path is None:
                 raise RuntimeError(f"DeepSpeed could not load checkpoint {self.root / meta.tag}")
+            self.optimizer_restored = True
         else:
             load_module_weights(engine.module, self.root / meta.tag)
+            self.optimizer_restored = load_optimizer_state(engine, self.ctx, self.root / meta.tag) is not None
         return meta

@@ -83,13 +83,15 @@ def _check_against_launch(cfg, ds_config: dict) -> int:
     Returns this process's rank."""
     import torch
 
-    from vidprism_ds.parallel import validate_ep_size
+    from vidprism_ds.parallel.context import validate_tp_size
     from vidprism_ds.train.ds_config import resolve_ds_config
     from vidprism_ds.train.launch import resolve_launch
 
     launch = resolve_launch(os.environ, scontrol=None)
-    validate_ep_size(cfg.parallel.ep_size, launch.world_size)
-    resolve_ds_config(ds_config, cfg, launch.world_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
+    validate_tp_size(cfg.parallel.tp_size, cfg.parallel.ep_size, launch.world_size)
+    # batch sizes count data-parallel ranks: the ranks of one tensor-parallel group share their batch
+    dp_size = launch.world_size // cfg.parallel.tp_size
+    resolve_ds_config(ds_config, cfg, dp_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
     return launch.rank
 
 

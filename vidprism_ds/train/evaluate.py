@@ -104,19 +104,29 @@ class EvalAccumulator:
 
 
 def video_probabilities(model, frames_bvtchw: torch.Tensor, text_cd: Optional[torch.Tensor], chunk: int,
-                        device: torch.device = torch.device("cpu"),
-                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                        device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+                        frame_times_bvt: Optional[torch.Tensor] = None) -> torch.Tensor:
     """uint8 (B, V, T, 3, H, W) on the host -> (B, C) view-averaged class probabilities on ``device``.
 
     ``chunk`` clips at a time go to the device, are normalised there and run through the model, so the
-    device holds one chunk of frames whatever V is. Logits and softmax are fp32.
+    device holds one chunk of frames whatever V is. Logits and softmax are fp32. ``frame_times_bvt``
+    (dense and multirate clips): each view's frame times in seconds, (B, V, T), cut into the same chunks
+    as the clips and passed to the model in fp32.
     """
     batch, views = frames_bvtchw.shape[:2]
     clips = frames_bvtchw.flatten(0, 1)
+    if frame_times_bvt is not None and frame_times_bvt.shape != frames_bvtchw.shape[:3]:
+        raise ValueError(f"frame_times has shape {tuple(frame_times_bvt.shape)}, the views' frames "
+                         f"{tuple(frames_bvtchw.shape[:3])} (B, V, T): one time per frame of every view")
+    clip_times = frame_times_bvt.flatten(0, 1) if frame_times_bvt is not None else None
     text_unit_dc = F.normalize(text_cd.float(), dim=-1).t() if text_cd is not None else None
     probs = []
     for start in range(0, clips.shape[0], chunk):
-        out = model(frames_to_device(clips[start:start + chunk], device, dtype))
+        clips_on_device = frames_to_device(clips[start:start + chunk], device, dtype)
+        if clip_times is None:  # segment clips: the model's call without times, the paper's path
+            out = model(clips_on_device)
+        else:
+            out = model(clips_on_device, frame_times=clip_times[start:start + chunk].to(device, torch.float32))
         if text_unit_dc is None:
             logits = out.logits.float()
         else:
@@ -127,8 +137,13 @@ def video_probabilities(model, frames_bvtchw: torch.Tensor, text_cd: Optional[to
 
 @torch.no_grad()
 def evaluate(model, loader, num_classes: int, device: torch.device, dtype: torch.dtype, world_size: int,
-             text_cd: Optional[torch.Tensor] = None, chunk: int = 16, progress: bool = False) -> EvalResult:
+             text_cd: Optional[torch.Tensor] = None, chunk: int = 16, progress: bool = False,
+             group=None) -> EvalResult:
     """Every rank calls it (the expert-parallel model and the reductions are collective).
+
+    ``world_size`` and ``group`` are the data-parallel ones: with tensor parallelism the ranks of one
+    tensor-parallel group evaluate the same videos, so counts are summed over the data-parallel group only
+    (``group`` None: all ranks).
 
     ``loader`` yields uint8 batches (``vidprism_ds.data.loaders.build_eval_loader``); ``chunk`` is the
     number of clips per forward pass."""
@@ -140,10 +155,11 @@ def evaluate(model, loader, num_classes: int, device: torch.device, dtype: torch
         from vidprism_ds.utils.progress import progress_bar
         batches = progress_bar(loader, total=len(loader), desc="eval", unit="batch", leave=False)
     for batch in batches:
-        probs = video_probabilities(model, batch["frames"], text_cd, chunk, device, dtype)
+        probs = video_probabilities(model, batch["frames"], text_cd, chunk, device, dtype,
+                                    frame_times_bvt=batch.get("frame_times"))
         acc.add(probs, batch["labels"], batch["valid"])
     model.train(was_training)
-    return acc.reduce(world_size)
+    return acc.reduce(world_size, group)
 
 
 def write_eval_report(result: EvalResult, class_names: list[str], out_dir: Path) -> None:

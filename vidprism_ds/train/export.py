@@ -15,8 +15,10 @@ from vidprism_ds.utils.files import atomic_torch_save, atomic_write_text
 
 
 def export_model(module: nn.Module, ctx: ParallelContext, cfg: ExperimentConfig, path: str | Path) -> Optional[Path]:
-    """Collective (the experts are gathered from their ranks); rank 0 writes ``path`` and ``path`` with
-    the suffix ``.yaml`` and returns ``path``, the other ranks return None."""
+    """Collective (the experts are gathered from their ranks, tensor-parallel shards from their TP group
+    and assembled under their tp_size 1 names, so the file is the same whatever tp_size trained it);
+    rank 0 writes ``path`` and ``path`` with the suffix ``.yaml`` and returns ``path``, the other ranks
+    return None."""
     state = consolidated_state_dict(module, ctx)
     if ctx.rank != 0:
         return None

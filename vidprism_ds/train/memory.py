@@ -18,8 +18,32 @@ forward pass is alive, next to the weights, the gradients accumulated so far and
 * parameters, gradients and optimizer state are counted per ZeRO stage (``estimate_peak_memory``),
   following DeepSpeed's ZeRO-1/2 optimizer (``deepspeed/runtime/zero/stage_1_and_2.py``).
 
-``python -m vidprism_ds.train.memory --config configs/k400_vitb16.yaml`` prints the estimate for a
-preset on a machine without a GPU; the trainer calls ``report_and_check`` at start-up.
+Tensor parallelism (``parallel.tp_size`` = t, vidprism_ds/parallel/tensor_parallel.py) splits each ViT
+block's q/k/v and fc1 (column-parallel: weight and bias) and out_proj and fc2 (row-parallel: weight; the
+bias is replicated) over t consecutive ranks. Per rank:
+
+* parameters, gradients, optimizer state: those split tensors count 1/t; everything else of the tower
+  (patch embedding, LayerNorms, class token, ``proj``) and the VidPrism head are replicated over the TP
+  group, the head's experts keep expert parallelism. ZeRO partitions over the data-parallel group
+  (world / t ranks), the experts' share over the expert-data-parallel group (world / (t x ep_size)).
+  A model already parallelised counts its local shards as they are (megatron-core's
+  ``tensor_model_parallel`` attribute marks them).
+* activations: no sequence parallelism is assumed (none is used). Inside a block, what lies between a
+  column-parallel and a row-parallel layer (q/k/v, attention output and its softmax statistics, the fc1
+  output and its GELU) is split over t; each block's input, the LayerNorm inputs and outputs (the
+  inputs of the column-parallel layers) and their statistics are held whole by every TP rank:
+  ``tokens x (3 x width in the training dtype + 4 fp32 LayerNorm statistics)`` of a measured block
+  (``ActivationProfile.block_replicated_per_frame``; the block input is counted outside it), the rest of
+  the measured block is divided by t. With gradient checkpointing only block inputs are saved, so TP
+  divides the recomputed block and the gradients in flight, not the checkpoints. The head's activations
+  are not divided.
+
+``python -m vidprism_ds.train.memory --config configs/k400_vitb16.yaml --world-size 8`` prints the
+estimate for a preset on a machine without a GPU; the trainer calls ``report_and_check`` at start-up. The
+CLI never builds the full model: parameters are counted on the meta device, and activations are measured
+on shallow towers (1 block, and 2 for the per-block slope) of the arch's block shape
+(``build_shallow_frame_encoder``) and extrapolated to the full depth, which is exact because every block
+has the same shape (a ViT-bigG/14 tower alone is 1.8 B parameters, 7.4 GB in fp32).
 """
 
 from __future__ import annotations
@@ -30,6 +54,7 @@ import dataclasses
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -39,6 +64,7 @@ from torch import nn
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.parallel.apply import find_expert_head, plan_placement
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
+from vidprism_ds.parallel.tensor_parallel import vision_blocks
 from vidprism_ds.train.optim import uses_cpu_offload
 
 GIB = 1024 ** 3
@@ -59,6 +85,8 @@ DS_DEFAULT_REDUCE_BUCKET = 500_000_000
 # The backbone's saved activations are the same for every frame (frames are independent images; the
 # transformer's batch is clips x frames), so a short clip measures them exactly and fast on a CPU.
 BACKBONE_MEASURE_FRAMES = 2
+# A block's LayerNorms (ln_1, ln_2) each save a fp32 mean and rstd per token, in fp32 under bf16 too.
+LAYERNORM_STATISTICS_BYTES_PER_TOKEN = 2 * 2 * 4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,6 +117,12 @@ class MemoryEstimate:
     ep_size: int
     # train.global_batch is set: the accumulation follows from the micro-batch, so a remedy names only that
     global_batch_fixed: bool = False
+    tp_size: int = 1
+
+    @property
+    def data_parallel_size(self) -> int:
+        """The ranks ZeRO partitions over: one per tensor-parallel group."""
+        return max(1, self.world_size // self.tp_size)
 
     @property
     def total_bytes(self) -> int:
@@ -101,7 +135,8 @@ class MemoryEstimate:
             f"{'fp32 master + ' if master else ''}Adam moments, ZeRO-{self.zero_stage}")
         return "\n".join([
             f"estimated peak GPU memory per rank: {_gib(self.total_bytes)} GiB "
-            f"(world size {self.world_size}, ep_size {self.ep_size}, ZeRO-{self.zero_stage})",
+            f"(world size {self.world_size}, tp_size {self.tp_size}, data-parallel {self.data_parallel_size}, "
+            f"ep_size {self.ep_size}, ZeRO-{self.zero_stage})",
             f"  parameters   {_gib(self.parameter_bytes):>7} GiB  "
             f"({self.parameters_on_rank / 1e6:.1f}M on this rank, {self.dtype_name})",
             f"  gradients    {_gib(self.gradient_bytes):>7} GiB",
@@ -173,23 +208,43 @@ def _element_size(dtype: torch.dtype) -> int:
 
 @dataclass(frozen=True)
 class ActivationProfile:
-    """Activation bytes per frame of a training step, in the training dtype."""
+    """Activation bytes per frame of a training step, in the training dtype, on one rank.
+
+    The figures are measured on one process; ``tp_size`` > 1 divides what tensor parallelism splits
+    (see the module docstring): the part of each block beyond ``block_replicated_per_frame``, in every
+    block autograd keeps whole (``full_blocks``), in the recomputed block and in the gradients in flight.
+    """
 
     saved_per_frame: float  # kept by autograd from forward to backward (the backbone's)
-    block_per_frame: float  # one transformer block's activations, measured on its own
+    block_per_frame: float  # one transformer block's activations, measured on its own (without its input)
     checkpointed: bool  # the backward pass recomputes the blocks, one at a time
     head_per_frame: float  # the temporal head's, measured at the real clip length, per frame
+    # of block_per_frame, what every TP rank holds whole without sequence parallelism
+    block_replicated_per_frame: float = 0.0
+    full_blocks: int = 0  # blocks whose activations saved_per_frame holds whole (recorded, not checkpointed)
+    tp_size: int = 1
+
+    @property
+    def block_per_rank(self) -> float:
+        if self.tp_size == 1:
+            return self.block_per_frame
+        sharded = self.block_per_frame - self.block_replicated_per_frame
+        return self.block_replicated_per_frame + sharded / self.tp_size
+
+    @property
+    def saved_per_rank(self) -> float:
+        return self.saved_per_frame - self.full_blocks * (self.block_per_frame - self.block_per_rank)
 
     @property
     def working_per_frame(self) -> float:
         """What the backward pass holds beyond the saved activations: the recomputed block, and the
         activation gradients of the block it is in."""
-        recomputed = self.block_per_frame if self.checkpointed else 0.0
-        return recomputed + GRADIENT_BLOCKS_IN_FLIGHT * self.block_per_frame
+        recomputed = self.block_per_rank if self.checkpointed else 0.0
+        return recomputed + GRADIENT_BLOCKS_IN_FLIGHT * self.block_per_rank
 
     @property
     def per_frame(self) -> float:
-        return self.saved_per_frame + self.working_per_frame + self.head_per_frame
+        return self.saved_per_rank + self.working_per_frame + self.head_per_frame
 
 
 def _transformer_blocks(backbone: nn.Module) -> list[tuple[nn.Module, bool]]:
@@ -219,13 +274,22 @@ def _side_effect_free_training_mode(model: nn.Module, device: torch.device) -> I
                 module.training = mode
 
 
+@dataclass
+class _BackboneMeasurement:
+    saved: _SavedStorages  # one clip through the backbone
+    block: Optional[_SavedStorages]  # the last block run again on its own (None: autograd records none)
+    full_blocks: int  # blocks autograd recorded without checkpointing: their activations are all saved
+    block_input_shape: tuple[int, ...] = ()
+
+
 def _measure_backbone(backbone: nn.Module, image_size: int, frames: int, device: torch.device,
-                      param_dtype: torch.dtype) -> tuple[_SavedStorages, Optional[_SavedStorages]]:
+                      param_dtype: torch.dtype) -> _BackboneMeasurement:
     """Saved storages of one clip through the backbone, and of one block run again on its own."""
     params = list(backbone.parameters()) + list(backbone.buffers())
     saved = _SavedStorages(exclude=params)
     last_call: dict = {}
     handles = []
+    full_blocks: list[nn.Module] = []
 
     def keep_checkpoint_input(block, args, kwargs):
         # The checkpoint keeps each block's input for the recompute. torch's non-reentrant checkpoint
@@ -237,11 +301,15 @@ def _measure_backbone(backbone: nn.Module, image_size: int, frames: int, device:
     def remember_call(block, args, kwargs):
         last_call.update(block=block, args=args, kwargs=kwargs, grad=_needs_backward(block, args, kwargs))
 
+    def count_full_block(block, args, kwargs):
+        if _needs_backward(block, args, kwargs):
+            full_blocks.append(block)
+
     blocks = _transformer_blocks(backbone)
     try:
         for block, checkpointed in blocks:
-            if checkpointed:
-                handles.append(block.register_forward_pre_hook(keep_checkpoint_input, with_kwargs=True))
+            hook = keep_checkpoint_input if checkpointed else count_full_block
+            handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
         if blocks:
             handles.append(blocks[-1][0].register_forward_pre_hook(remember_call, with_kwargs=True))
         clip = torch.randn(1, frames, 3, image_size, image_size, device=device, dtype=param_dtype)
@@ -251,7 +319,8 @@ def _measure_backbone(backbone: nn.Module, image_size: int, frames: int, device:
     finally:
         for handle in handles:
             handle.remove()
-    return saved, _measure_one_block(last_call, params)
+    input_shape = tuple(_block_input(last_call["args"], last_call["kwargs"]).shape) if last_call else ()
+    return _BackboneMeasurement(saved, _measure_one_block(last_call, params), len(full_blocks), input_shape)
 
 
 def _block_input(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -296,8 +365,20 @@ def _unpack(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _replicated_block_bytes_per_frame(input_shape: tuple[int, ...], frames: int, dtype: torch.dtype) -> float:
+    """Of one measured block (its input excluded), what every TP rank holds whole without sequence
+    parallelism: ln_1's output, ln_2's input and output (tokens x width each, in the training dtype: the
+    residual stream and the column-parallel layers' inputs) and both LayerNorms' fp32 statistics."""
+    if not input_shape:
+        return 0.0
+    elements = math.prod(input_shape) / frames
+    tokens = elements / input_shape[-1]
+    return 3 * elements * _element_size(dtype) + tokens * LAYERNORM_STATISTICS_BYTES_PER_TOKEN
+
+
 def measure_activations(model: nn.Module, image_size: int, num_frames: int, device: torch.device | str,
-                        dtype: torch.dtype, backbone_frames: int = BACKBONE_MEASURE_FRAMES) -> ActivationProfile:
+                        dtype: torch.dtype, backbone_frames: int = BACKBONE_MEASURE_FRAMES,
+                        tp_size: int = 1) -> ActivationProfile:
     """Activation bytes per frame of ``model`` (a ``VideoClassifier``) training on ``num_frames``-frame
     clips in ``dtype``, measured on ``device`` where the model lives.
 
@@ -308,28 +389,35 @@ def measure_activations(model: nn.Module, image_size: int, num_frames: int, devi
     RNG streams and train/eval flags are restored. The backbone is measured on ``backbone_frames``
     frames (its per-frame figure does not depend on the count), the head at ``num_frames``.
 
-    Collective when experts are sharded (the head's dispatcher exchanges streams): call it on every rank.
+    ``tp_size``: the tensor-parallel size to divide by, for a model measured before it is parallelised
+    (1 for one already parallelised: its blocks hold their shards). Collective when experts are sharded
+    (the head's dispatcher exchanges streams) or the tower is tensor-parallel: call it on every rank.
     """
     device = torch.device(device)
     param_dtype = next(model.parameters()).dtype
     backbone, head = model.backbone, model.head
     backbone_frames = max(1, min(backbone_frames, num_frames))
     with _side_effect_free_training_mode(model, device):
-        saved, block = _measure_backbone(backbone, image_size, backbone_frames, device, param_dtype)
+        measured = _measure_backbone(backbone, image_size, backbone_frames, device, param_dtype)
         backbone_trains = any(p.requires_grad for p in backbone.parameters())
         head_saved = _measure_head(head, backbone.embed_dim, num_frames, device, param_dtype, backbone_trains)
+    block = measured.block
     block_bytes = block.bytes_as(param_dtype, dtype) if block is not None else 0
-    return ActivationProfile(saved_per_frame=saved.bytes_as(param_dtype, dtype) / backbone_frames,
+    replicated = (_replicated_block_bytes_per_frame(measured.block_input_shape, backbone_frames, dtype)
+                  if block is not None else 0.0)
+    return ActivationProfile(saved_per_frame=measured.saved.bytes_as(param_dtype, dtype) / backbone_frames,
                              block_per_frame=block_bytes / backbone_frames,
                              checkpointed=any(checkpointed for _, checkpointed in _transformer_blocks(backbone)),
-                             head_per_frame=head_saved.bytes_as(param_dtype, dtype) / num_frames)
+                             head_per_frame=head_saved.bytes_as(param_dtype, dtype) / num_frames,
+                             block_replicated_per_frame=replicated, full_blocks=measured.full_blocks,
+                             tp_size=tp_size)
 
 
 def measure_activation_bytes_per_frame(model: nn.Module, image_size: int, num_frames: int,
                                        device: torch.device | str, dtype: torch.dtype,
-                                       backbone_frames: int = BACKBONE_MEASURE_FRAMES) -> float:
-    """Bytes of activations per frame at the peak of a training step (see ``measure_activations``)."""
-    return measure_activations(model, image_size, num_frames, device, dtype, backbone_frames).per_frame
+                                       backbone_frames: int = BACKBONE_MEASURE_FRAMES, tp_size: int = 1) -> float:
+    """Bytes of activations per frame and rank at the peak of a training step (see ``measure_activations``)."""
+    return measure_activations(model, image_size, num_frames, device, dtype, backbone_frames, tp_size).per_frame
 
 
 # --------------------------------------------------------------------------------------------------
@@ -371,13 +459,34 @@ def _all_expert_parameter_ids(model: nn.Module) -> set[int]:
     return ids
 
 
-def _count_rank_parameters(model: nn.Module, ep_size: int) -> _RankParameters:
+def _is_tensor_parallel(model: nn.Module) -> bool:
+    """Whether ``model`` is already parallelised: megatron-core's attribute marks the local shards."""
+    return any(getattr(p, "tensor_model_parallel", False) for p in model.parameters())
+
+
+def _tensor_parallel_split_ids(model: nn.Module) -> set[int]:
+    """The parameters tensor parallelism splits in a model not yet parallelised: in every vision block
+    (the ones ``apply_tensor_parallel`` changes) q/k/v and fc1 (weight and bias, column-parallel) and the
+    weights of out_proj and fc2 (row-parallel; their biases stay whole)."""
+    split = []
+    for _, block in vision_blocks(model):
+        split += [block.attn.in_proj_weight, block.attn.in_proj_bias, block.attn.out_proj.weight,
+                  block.mlp.c_fc.weight, block.mlp.c_fc.bias, block.mlp.c_proj.weight]
+    return {id(p) for p in split if p is not None}
+
+
+def _count_rank_parameters(model: nn.Module, ep_size: int, tp_size: int = 1) -> _RankParameters:
     experts = _expert_parameters_on_rank(model, ep_size)
     expert_ids = _all_expert_parameter_ids(model)
     dense = [p for p in model.parameters() if id(p) not in expert_ids]
+    split = set() if tp_size == 1 or _is_tensor_parallel(model) else _tensor_parallel_split_ids(model)
+
+    def on_rank(p: torch.Tensor) -> int:
+        return math.ceil(p.numel() / tp_size) if id(p) in split else p.numel()
+
     return _RankParameters(
-        dense=sum(p.numel() for p in dense),
-        dense_trainable=sum(p.numel() for p in dense if p.requires_grad),
+        dense=sum(on_rank(p) for p in dense),
+        dense_trainable=sum(on_rank(p) for p in dense if p.requires_grad),
         expert=sum(p.numel() for p in experts),
         expert_trainable=sum(p.numel() for p in experts if p.requires_grad),
         buffer_elements=sum(b.numel() for b in model.buffers()))
@@ -410,27 +519,32 @@ def _workspace_bytes(ds_config: dict, stage: int, grad_bytes: int) -> int:
     return WORKSPACE_BYTES + int(zero.get("reduce_bucket_size", DS_DEFAULT_REDUCE_BUCKET)) * grad_bytes * buckets
 
 
-def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, world_size: int, ep_size: int,
+def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, dp_size: int, ep_size: int,
                          activation_bytes_per_frame: float) -> MemoryEstimate:
-    """Peak bytes per rank for training ``model`` with ``cfg`` under the resolved DeepSpeed config.
+    """Peak bytes per rank for training ``model`` with ``cfg`` under the resolved DeepSpeed config, on
+    ``dp_size`` data-parallel ranks (world size / ``parallel.tp_size``: ZeRO partitions over them; without
+    tensor parallelism the world size).
 
     * parameters: every parameter on the rank (frozen ones too) in the training dtype (bf16 when
-      DeepSpeed's bf16 is enabled); only the rank's experts (E / ep_size of them).
+      DeepSpeed's bf16 is enabled); only the rank's experts (E / ep_size of them); of the tower's
+      tensor-parallel weights the rank's 1/tp_size (the model may be parallelised already or not).
     * gradients: trainable parameters only, in the gradient dtype. ZeRO-0/1 keep them whole; ZeRO-2
-      partitions them over the data-parallel ranks (world_size), expert ones over the expert-data-parallel
-      group (world_size / ep_size).
+      partitions them over the data-parallel ranks (dp_size), expert ones over the expert-data-parallel
+      group (dp_size / ep_size).
     * optimizer state: trainable parameters only: Adam's two fp32 moments, plus a fp32 master copy
       (DeepSpeed's ZeRO-1/2 optimizer always updates a fp32 clone of its partition; at ZeRO-0 only bf16
       training has one). ZeRO-1/2 partition it like ZeRO-2's gradients; ZeRO-Offload keeps it on the
       CPU. The step's transient fp32 gradient partition comes after the activations are freed and is
       not added.
-    * activations: ``activation_bytes_per_frame`` x micro_batch x num_frames.
+    * activations: ``activation_bytes_per_frame`` (per rank: ``measure_activations`` divides by
+      tp_size) x micro_batch x num_frames.
     """
     stage, offload = _zero_settings(ds_config)
     dtype = _training_dtype(ds_config)
     param_bytes, grad_bytes = _element_size(dtype), _element_size(_gradient_dtype(ds_config, dtype))
-    counts = _count_rank_parameters(model, ep_size)
-    dp, expert_dp = world_size, max(1, world_size // ep_size)
+    tp_size = cfg.parallel.tp_size
+    counts = _count_rank_parameters(model, ep_size, tp_size)
+    dp, expert_dp = dp_size, max(1, dp_size // ep_size)
 
     def partitioned(elements: int, group: int, partition: bool) -> int:
         return math.ceil(elements / group) if partition else elements
@@ -454,7 +568,7 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
         num_frames=num_frames, global_batch_fixed=cfg.train.global_batch > 0,
         grad_checkpointing=any(checkpointed for _, checkpointed in _transformer_blocks(model)),
         dtype_name=str(dtype).removeprefix("torch."), zero_stage=stage, offload_optimizer=offload,
-        world_size=world_size, ep_size=ep_size)
+        world_size=dp_size * tp_size, ep_size=ep_size, tp_size=tp_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -493,7 +607,7 @@ def _remedies(estimate: MemoryEstimate, limit: float) -> list[str]:
     unpartitioned = estimate.gradient_bytes if estimate.zero_stage < 2 else 0
     if estimate.zero_stage == 0:
         unpartitioned += estimate.optimizer_bytes
-    if estimate.world_size > 1 and unpartitioned * (1 - 1 / estimate.world_size) >= over:
+    if estimate.data_parallel_size > 1 and unpartitioned * (1 - 1 / estimate.data_parallel_size) >= over:
         remedies.append(f"partition gradients and optimizer state with ZeRO-2 (--deepspeed_config "
                         f"ds_configs/zero2.json; now ZeRO-{estimate.zero_stage})")
     if not estimate.offload_optimizer and estimate.optimizer_bytes >= over:
@@ -520,16 +634,19 @@ def check_fits(estimate: MemoryEstimate, device_total_bytes: int, fraction: floa
         f"optimizer state {_gib(estimate.optimizer_bytes)} GiB; " + "; or ".join(_remedies(estimate, limit)))
 
 
-def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, world_size: int, ep_size: int,
+def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, dp_size: int, ep_size: int,
                      device: torch.device | str, dtype: torch.dtype,
                      log: Optional[Callable[[str], None]] = None) -> MemoryEstimate:
-    """Measure the activations on ``device``, estimate the peak, pass the summary to ``log``; on a GPU
-    raise ``ConfigError`` if it exceeds ``train.memory_limit_fraction`` of the device (on the CPU there
-    is nothing to compare with). Collective when experts are sharded; call it on every rank."""
+    """Measure the activations on ``device``, estimate the peak per rank (``dp_size``: the data-parallel
+    size, world size / ``parallel.tp_size``), pass the summary to ``log``; on a GPU raise ``ConfigError``
+    if it exceeds ``train.memory_limit_fraction`` of the device (on the CPU there is nothing to compare
+    with). Collective when experts are sharded or the tower is tensor-parallel; call it on every rank."""
     device = torch.device(device)
+    # a tower parallelised already is measured with its shards: nothing left to divide
+    tp_divisor = 1 if _is_tensor_parallel(model) else cfg.parallel.tp_size
     per_frame = measure_activation_bytes_per_frame(model, cfg.model.backbone.image_size, cfg.data.num_frames,
-                                                   device, dtype)
-    estimate = estimate_peak_memory(model, cfg, ds_config, world_size, ep_size, per_frame)
+                                                   device, dtype, tp_size=tp_divisor)
+    estimate = estimate_peak_memory(model, cfg, ds_config, dp_size, ep_size, per_frame)
     if log is not None:
         log(estimate.format())
     if device.type == "cuda":
@@ -548,14 +665,40 @@ EXIT_DOES_NOT_FIT = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vidprism_ds.train.memory",
                                 description="Estimate the peak GPU memory per rank of a training config "
-                                            "(the model is built at random init on the CPU; no weights needed).")
+                                            "(parameters counted on the meta device, activations measured on "
+                                            "shallow towers on the CPU; no weights needed).")
     p.add_argument("--config", help="experiment YAML (configs/*.yaml); default: the embedded demo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key (repeatable)")
+                   help="override any config key (repeatable), e.g. parallel.tp_size=4")
     p.add_argument("--deepspeed_config", default="ds_configs/zero2.json", help="DeepSpeed JSON (train.py's default)")
-    p.add_argument("--world-size", type=int, default=1, help="GPUs in the run (ZeRO partitions over them)")
+    p.add_argument("--world-size", type=int, nargs="+", default=[1], metavar="N",
+                   help="GPUs in the run, one estimate for each (ZeRO partitions over N / parallel.tp_size)")
     p.add_argument("--device-gib", type=float, default=80.0, help="memory of one GPU in GiB")
+    p.add_argument("--markdown", action="store_true",
+                   help="one Markdown table row per world size (the table of docs/benchmarks.md)")
+    p.add_argument("--fit-global-batch", action="store_true",
+                   help="where train.global_batch leaves fewer clips per data-parallel rank than train.micro_batch, "
+                        "lower the micro-batch to the largest divisor of those clips (as the config error suggests)")
     return p
+
+
+def micro_batch_for_world(cfg: ExperimentConfig, world_size: int) -> ExperimentConfig:
+    """``cfg`` with train.micro_batch lowered to the largest divisor of the clips each data-parallel rank
+    trains a step (global batch / (world size / tp_size)) when the configured one does not divide them; as
+    it is otherwise (and when the world size does not divide the global batch: the estimate then says why)."""
+    from vidprism_ds.train.batch import _largest_divisor_up_to
+
+    dp_size = world_size // cfg.parallel.tp_size
+    global_batch, micro = cfg.train.global_batch, cfg.train.micro_batch
+    if not global_batch or not dp_size or global_batch % dp_size or global_batch % (micro * dp_size) == 0:
+        return cfg
+    fitting = _largest_divisor_up_to(global_batch // dp_size, micro)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch=fitting, grad_accum=1))
+
+
+MARKDOWN_HEADER = ("| preset | GPUs | TP | DP | ZeRO | checkpointing | micro-batch x accum | parameters | gradients "
+                   "| optimizer | activations | workspace | total GiB | fits |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def load_estimate_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -569,38 +712,134 @@ def load_estimate_config(args: argparse.Namespace) -> ExperimentConfig:
                                train=dataclasses.replace(cfg.train, init_from=""))
 
 
-def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int) -> MemoryEstimate:
-    """Build the model on the CPU in fp32, measure there, scale to the GPU's training dtype, estimate."""
+def _num_classes(cfg: ExperimentConfig) -> int:
     from vidprism_ds.data.presets import load_class_names
+
+    return cfg.model.num_classes or len(load_class_names(cfg.data.dataset, cfg.data.labels))
+
+
+def _tower_blocks(backbone_cfg, depth: int) -> tuple[int, int]:
+    """(blocks autograd records, frozen blocks) of a ``depth``-block tower: frozen ones run as at inference
+    but may still keep a little (a checkpointed block's input), so they are measured too."""
+    if backbone_cfg.freeze == "all":
+        return 0, depth
+    recorded = min(backbone_cfg.trainable_blocks, depth) if backbone_cfg.freeze == "partial" else depth
+    return recorded, depth - recorded
+
+
+def _measure_shallow(cfg: ExperimentConfig, head: nn.Module, recorded: int, frozen: int,
+                     dtype: torch.dtype) -> ActivationProfile:
+    """The profile of a tower of ``frozen`` frozen blocks followed by ``recorded`` trained ones."""
+    from vidprism_ds.model.backbone import build_shallow_frame_encoder
+    from vidprism_ds.model.video_model import VideoClassifier
+
+    backbone_cfg = cfg.model.backbone
+    if backbone_cfg.freeze == "partial":
+        backbone_cfg = dataclasses.replace(backbone_cfg, trainable_blocks=recorded)
+    tower = build_shallow_frame_encoder(backbone_cfg, recorded + frozen, seed=cfg.train.seed)
+    return measure_activations(VideoClassifier(tower, head), backbone_cfg.image_size, cfg.data.num_frames, "cpu",
+                               dtype)
+
+
+def measure_shallow_activations(cfg: ExperimentConfig, dtype: torch.dtype) -> ActivationProfile:
+    """The activation profile of ``cfg``'s model without building its tower: measured on towers of one
+    block (with the real head), and of one more recorded or frozen block, the saved bytes extrapolated to
+    the full depth. Exact: the blocks are identical, so each recorded (or frozen) block adds the same
+    bytes. Per process (tp_size 1)."""
+    from vidprism_ds.model.backbone import clip_model_config
+    from vidprism_ds.model.video_model import build_head
+
+    backbone_cfg = cfg.model.backbone
+    model_cfg = clip_model_config(backbone_cfg.arch, backbone_cfg.image_size)
+    full_recorded, full_frozen = _tower_blocks(backbone_cfg, model_cfg["vision_cfg"]["layers"])
+    base_recorded = min(full_recorded, 1)
+    base_frozen = 1 - base_recorded
+    head = build_head(cfg.model, int(model_cfg["embed_dim"]), _num_classes(cfg), max_frames=cfg.data.num_frames)
+    base = _measure_shallow(cfg, head, base_recorded, base_frozen, dtype)
+    saved = base.saved_per_frame
+    for more_recorded, more_frozen, count in ((1, 0, full_recorded - base_recorded), (0, 1, full_frozen - base_frozen)):
+        if count > 0:
+            deeper = _measure_shallow(cfg, head, base_recorded + more_recorded, base_frozen + more_frozen, dtype)
+            saved += count * (deeper.saved_per_frame - base.saved_per_frame)
+    return dataclasses.replace(base, saved_per_frame=saved, full_blocks=0 if base.checkpointed else full_recorded)
+
+
+def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
+                        activations: Optional[ActivationProfile] = None) -> MemoryEstimate:
+    """The estimate for ``cfg`` on ``world_size`` GPUs: parameters counted on a model built on the meta
+    device (no memory, any size), activations from ``activations`` or ``measure_shallow_activations``
+    (they do not depend on the world size: pass one profile for several), divided by parallel.tp_size."""
     from vidprism_ds.model.video_model import build_video_model
-    from vidprism_ds.parallel import validate_ep_size
+    from vidprism_ds.parallel.context import validate_tp_size
+    from vidprism_ds.parallel.tensor_parallel import check_tp_divides
     from vidprism_ds.train.ds_config import resolve_ds_config
 
-    validate_ep_size(cfg.parallel.ep_size, world_size)
-    resolved = resolve_ds_config(ds_config, cfg, world_size, True, cfg.model.variant != "meanpool")
-    num_classes = cfg.model.num_classes or len(load_class_names(cfg.data.dataset, cfg.data.labels))
-    model = build_video_model(cfg.model, num_classes, cfg.data.num_frames, seed=cfg.train.seed).model
-    per_frame = measure_activation_bytes_per_frame(model, cfg.model.backbone.image_size, cfg.data.num_frames,
-                                                   "cpu", _training_dtype(resolved))
-    return estimate_peak_memory(model, cfg, resolved, world_size, cfg.parallel.ep_size, per_frame)
+    tp_size, ep_size = cfg.parallel.tp_size, cfg.parallel.ep_size
+    validate_tp_size(tp_size, ep_size, world_size)
+    dp_size = world_size // tp_size
+    resolved = resolve_ds_config(ds_config, cfg, dp_size, True, cfg.model.variant != "meanpool")
+    with torch.device("meta"):
+        model = build_video_model(cfg.model, _num_classes(cfg), cfg.data.num_frames, seed=cfg.train.seed).model
+    check_tp_divides(vision_blocks(model), tp_size)
+    profile = activations or measure_shallow_activations(cfg, _training_dtype(resolved))
+    per_frame = dataclasses.replace(profile, tp_size=tp_size).per_frame
+    return estimate_peak_memory(model, cfg, resolved, dp_size, ep_size, per_frame)
+
+
+def markdown_row(name: str, estimate: MemoryEstimate, fits: bool) -> str:
+    """One row of MARKDOWN_HEADER's table: GiB per rank."""
+    parts = (estimate.parameter_bytes, estimate.gradient_bytes, estimate.optimizer_bytes, estimate.activation_bytes,
+             estimate.workspace_bytes, estimate.total_bytes)
+    return (f"| {name} | {estimate.world_size} | {estimate.tp_size} | {estimate.data_parallel_size} | "
+            f"{estimate.zero_stage} | {'on' if estimate.grad_checkpointing else 'off'} | "
+            f"{estimate.micro_batch} x {estimate.grad_accum} | "
+            + " | ".join(_gib(part) for part in parts) + f" | {'yes' if fits else 'no'} |")
+
+
+def _does_not_fit(estimate: MemoryEstimate, device_gib: float, fraction: float) -> Optional[str]:
+    """check_fits' message, or None when the estimate fits."""
+    try:
+        check_fits(estimate, int(device_gib * GIB), fraction)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _print_estimate(estimate: MemoryEstimate, problem: Optional[str], device_gib: float, fraction: float) -> None:
+    print(estimate.format())
+    if problem is not None:
+        print(f"config error: {problem}", file=sys.stderr)
+    else:
+        print(f"fits: {_gib(estimate.total_bytes)} GiB <= {fraction:g} x {device_gib:g} GiB" if fraction > 0
+              else "not checked: train.memory_limit_fraction=0")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from vidprism_ds.train.ds_config import read_ds_config
+    from vidprism_ds.train.ds_config import read_ds_config, uses_bf16
 
+    all_fit = True
     try:
         cfg = load_estimate_config(args)
-        estimate = estimate_for_config(cfg, read_ds_config(args.deepspeed_config), args.world_size)
-        print(estimate.format())
-        check_fits(estimate, int(args.device_gib * GIB), cfg.train.memory_limit_fraction)
+        ds_config = read_ds_config(args.deepspeed_config)
+        # the GPU's training dtype, as resolve_ds_config decides it; the profile serves every world size
+        profile = measure_shallow_activations(
+            cfg, torch.bfloat16 if uses_bf16(cfg.train.precision, on_gpu=True) else torch.float32)
+        if args.markdown:
+            print(MARKDOWN_HEADER)
+        for world_size in args.world_size:
+            run_cfg = micro_batch_for_world(cfg, world_size) if args.fit_global_batch else cfg
+            estimate = estimate_for_config(run_cfg, ds_config, world_size, profile)
+            problem = _does_not_fit(estimate, args.device_gib, run_cfg.train.memory_limit_fraction)
+            all_fit = all_fit and problem is None
+            if args.markdown:
+                print(markdown_row(Path(args.config).stem if args.config else "demo", estimate, problem is None))
+            else:
+                _print_estimate(estimate, problem, args.device_gib, cfg.train.memory_limit_fraction)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
-    fraction = cfg.train.memory_limit_fraction
-    print(f"fits: {_gib(estimate.total_bytes)} GiB <= {fraction:g} x {args.device_gib:g} GiB" if fraction > 0
-          else "not checked: train.memory_limit_fraction=0")
-    return 0
+    return 0 if all_fit else EXIT_DOES_NOT_FIT
 
 
 if __name__ == "__main__":

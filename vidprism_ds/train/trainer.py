@@ -32,9 +32,10 @@ from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.text_embeddings import class_text_embeddings
 from vidprism_ds.model.video_model import build_video_model
 from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
+from vidprism_ds.parallel.context import validate_tp_size
 from vidprism_ds.train import checkpoint_engine, optim
 from vidprism_ds.train.batch import lr_scale, micro_batches_to_skip, plan_batch
-from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags
+from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags, same_topology
 from vidprism_ds.train.compile import compile_model
 from vidprism_ds.train.distributed import init_distributed, rank_zero_first
 from vidprism_ds.train.ds_config import resolve_ds_config, training_dtype
@@ -125,8 +126,11 @@ class Trainer:
         self.eval_class_names = eval_class_names
         check_inputs(cfg, self.num_classes, eval_class_names)  # in seconds, before any process group
         self.rank, self.world_size, self.device = init_distributed()
-        # the batch arithmetic needs the world size, and is checked before the model is built
-        self.batch = plan_batch(cfg.train, self.world_size)
+        # the ranks of one tensor-parallel group read the same batch: the data-parallel size and rank are
+        # what the batch arithmetic and the loaders use (docs/parallel.md#tensor-parallelism)
+        validate_tp_size(cfg.parallel.tp_size, cfg.parallel.ep_size, self.world_size)
+        # the batch arithmetic needs the data-parallel size, and is checked before the model is built
+        self.batch = plan_batch(cfg.train, self.world_size, cfg.parallel.tp_size)
         self.lr_scale = lr_scale(cfg.train, self.batch.global_batch)
         self.on_gpu = self.device.type == "cuda"
         self.dtype = training_dtype(cfg.train.precision, self.on_gpu)
@@ -142,6 +146,15 @@ class Trainer:
                                              log=self.log_line, micro_batch=self.batch.micro_batch,
                                              global_batch=self.batch.global_batch)
         self.reporter = Reporter(cfg.logging, self.output_dir, self.rank, to_dict(cfg), self.output_dir.name)
+
+    @property
+    def dp_size(self) -> int:
+        """Data-parallel size: the processes over parallel.tp_size."""
+        return self.batch.world_size
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.batch.tp_size
 
     def log_line(self, text: str) -> None:
         if self.rank == 0:
@@ -165,7 +178,7 @@ class Trainer:
                                   if eval_class_names is not None else None)
         del built  # the text tower is no longer needed
 
-        self.ctx: ParallelContext = init_expert_parallel(cfg.parallel.ep_size)
+        self.ctx: ParallelContext = init_expert_parallel(cfg.parallel.ep_size, cfg.parallel.tp_size)
         self.has_experts = parallelize_model(self.model, self.ctx) is not None
         warning = unused_ep_size_warning(cfg.parallel.ep_size, self.has_experts, cfg.model.variant)
         if warning:
@@ -177,13 +190,13 @@ class Trainer:
         cfg = self.cfg
         self.train_loader = None
         if not cfg.train.eval_only:
-            self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.rank,
-                                                   self.world_size, seed=cfg.train.seed, num_classes=self.num_classes)
+            self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.dp_rank,
+                                                   self.dp_size, seed=cfg.train.seed, num_classes=self.num_classes)
             self.train_loader.pin_memory = self.on_gpu
         self.steps_per_epoch = self.batch.steps_per_epoch(len(self.train_loader)) if self.train_loader else 0
         if self.train_loader is not None and not self.steps_per_epoch:
             # otherwise every epoch ends before its first optimizer step and the run "finishes" untrained
-            raise ConfigError(f"train.global_batch: an epoch of data.train_shards gives each of the {self.world_size} "
+            raise ConfigError(f"train.global_batch: an epoch of data.train_shards gives each of the {self.dp_size} "
                               f"process(es) {len(self.train_loader)} micro-batch(es) of {cfg.train.micro_batch} clips, "
                               f"fewer than the {self.batch.grad_accum} one optimizer step of {self.batch.global_batch} "
                               "clips accumulates: lower train.global_batch or add training videos")
@@ -199,11 +212,11 @@ class Trainer:
     def _build_engine(self, ds_config: dict) -> None:
         """The DeepSpeed config, the memory check, the optimizer and schedule, DeepSpeed's engine."""
         cfg = self.cfg
-        self.ds_config = resolve_ds_config(ds_config, cfg, self.world_size, self.on_gpu, self.has_experts)
+        self.ds_config = resolve_ds_config(ds_config, cfg, self.dp_size, self.on_gpu, self.has_experts)
         # before DeepSpeed allocates anything: a configuration that cannot fit fails here, naming the knob
         self.memory_estimate = None
         if not cfg.train.eval_only:
-            self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.world_size,
+            self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.dp_size,
                                                     self.ctx.ep_size, self.device, self.dtype, log=self.log_line)
         if cfg.train.compile:
             compile_model(self.model)  # in place and lazy: traced at the first forward
@@ -212,8 +225,9 @@ class Trainer:
         groups = optim.param_groups(self.model, optim_cfg)
         optimizer = optim.build_optimizer(groups, optim_cfg, cpu_offload=optim.uses_cpu_offload(ds_config))
         scheduler = optim.build_scheduler(optimizer, optim_cfg, max(1, self.total_steps))
+        # mpu (tensor parallelism only): ZeRO partitions and averages over the data-parallel group
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+            model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config, mpu=self.ctx.mpu)
         checkpoint_engine.install(self.engine)  # checkpoint files are loaded with weights_only=True
 
     def _text_embeddings(self, clip_model, class_names: list[str]) -> torch.Tensor:
@@ -236,14 +250,19 @@ class Trainer:
         if meta is None:
             return 0, 0, 0, None
         skip = meta.batches_in_epoch
-        if meta.world_size != self.world_size or meta.ep_size != self.ctx.ep_size:
-            # Fresh optimizer state; the schedule continues from the step; the data position is
-            # scaled to the new world size (the same number of samples seen in this epoch).
+        if not same_topology(meta, self.ctx):
+            # DeepSpeed's scheduler state is not loaded: the schedule continues from the step; the data
+            # position is scaled to the new world size (the same number of samples seen in this epoch).
             for _ in range(meta.step):
                 self.scheduler.step()
-            skip = micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, meta.world_size, self.batch)
-            self.reporter.line(f"resumed weights from {meta.tag} (world {meta.world_size}, ep {meta.ep_size}); "
-                               f"optimizer state starts fresh at world {self.world_size}, ep {self.ctx.ep_size}")
+            saved_dp_size = meta.world_size // meta.tp_size  # the checkpoint's data-parallel readers
+            skip = micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, saved_dp_size, self.batch)
+            kept = ("weights and optimizer state (fp32 masters, Adam moments, step count)"
+                    if self.checkpoints.optimizer_restored else
+                    "weights (the tag has no consolidated optimizer state: it starts fresh)")
+            self.reporter.line(f"resumed {kept} from {meta.tag} (world {meta.world_size}, ep {meta.ep_size}, "
+                               f"tp {meta.tp_size}) at world {self.world_size}, ep {self.ctx.ep_size}, "
+                               f"tp {self.ctx.tp_size}")
         else:
             self.reporter.line(f"resumed from {meta.tag}: step {meta.step}, epoch {meta.epoch}")
         if meta.global_batch and meta.global_batch != self.batch.global_batch:
@@ -264,7 +283,13 @@ class Trainer:
     def _forward_loss(self, batch: dict):
         frames = self._frames(batch)
         labels = batch["labels"].to(self.device, non_blocking=True)
-        output = self.engine(frames)
+        # Dense and multirate clips carry each frame's time in seconds (B, T); segment clips do not, and the
+        # model then runs the paper's path. fp32 whatever the training dtype: bf16 cannot tell apart two
+        # consecutive source frames a few seconds into a video.
+        frame_times = batch.get("frame_times")
+        if frame_times is not None:
+            frame_times = frame_times.to(self.device, torch.float32, non_blocking=True)
+        output = self.engine(frames, frame_times=frame_times)
         losses = combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
         return output, losses
 
@@ -330,7 +355,7 @@ class Trainer:
             if batch_index < skip:
                 continue
             output, losses = self.train_step(batch)
-            state.window_clips += batch["labels"].shape[0] * self.world_size
+            state.window_clips += batch["labels"].shape[0] * self.dp_size
             state.batches_in_epoch = batch_index + 1
             if state.batches_in_epoch % self.batch.grad_accum:
                 continue  # DeepSpeed accumulated; the optimizer steps every grad_accum micro-batches
@@ -384,8 +409,8 @@ class Trainer:
         # is ~58 MB a video, and workers x prefetch batches of it sit in host memory
         text = self.zero_shot_text_cd if zero_shot else None
         num_classes = text.shape[0] if text is not None else self.num_classes
-        loader = build_eval_loader(cfg.data, None, eval_batch_videos(cfg.data, cfg.train.micro_batch), self.rank,
-                                   self.world_size, num_classes=num_classes,
+        loader = build_eval_loader(cfg.data, None, eval_batch_videos(cfg.data, cfg.train.micro_batch), self.dp_rank,
+                                   self.dp_size, num_classes=num_classes,
                                    class_names=self.eval_class_names if zero_shot else None)
         loader.pin_memory = self.on_gpu
         weights_sum = []
@@ -396,8 +421,9 @@ class Trainer:
         head = find_expert_head(self.engine.module) or self.engine.module.head
         hook = head.register_forward_hook(record_weights)
         try:
-            result = evaluate(self.engine, loader, num_classes, self.device, self.dtype, self.world_size, text,
-                              chunk=cfg.train.micro_batch, progress=self.rank == 0)
+            dp_group = self.ctx.mpu.get_data_parallel_group() if self.ctx.mpu is not None else None
+            result = evaluate(self.engine, loader, num_classes, self.device, self.dtype, self.dp_size, text,
+                              chunk=cfg.train.micro_batch, progress=self.rank == 0, group=dp_group)
         finally:
             hook.remove()
         expert_weights = torch.stack(weights_sum).mean(dim=0).tolist() if weights_sum else None

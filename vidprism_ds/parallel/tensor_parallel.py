@@ -1,0 +1,238 @@
+"""Tensor parallelism of the CLIP frame encoder with megatron-core, applied after the model is built.
+
+Each residual block of the ViT gets megatron-core's ``ColumnParallelLinear`` / ``RowParallelLinear`` over
+the tensor-parallel group (docs/parallel.md#tensor-parallelism):
+
+- attention: the packed q/k/v projection ``in_proj`` is column-parallel, split BY HEADS (rank r holds
+  the q, k and v rows of heads [r*h/p, (r+1)*h/p)), each rank attends over its own heads, and the output
+  projection ``out_proj`` is row-parallel (its input columns are those heads; one all-reduce);
+- MLP: ``c_fc`` column-parallel, ``c_proj`` row-parallel (one all-reduce).
+
+Everything else (patch embedding, LayerNorms, class token, ``proj``, the VidPrism head) is replicated:
+its gradients are computed from all-reduced activations, so they are the same on every rank of a TP
+group and the parameters stay identical without communication. The shards are cut from the weights
+already in the model (pretrained or random), so tp_size p starts from exactly the tp_size 1 weights.
+
+Every sharded parameter carries ``tp_layout`` (a ``TensorParallelLayout``): its name in the tp_size 1
+model's state dict and how to cut a full tensor into this rank's shard and put the shards back together;
+checkpoints and exports use it to gather and re-shard weights and optimizer moments. Sequence
+parallelism is not used: megatron-core's sequence-parallel all-gather allocates its buffer on the current
+CUDA device and fails on CPU (checked with 0.16.1 on gloo); at the activation sizes of a ViT frame it
+would save little next to the weights TP shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core import ModelParallelConfig
+from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from megatron.core.tensor_parallel.layers import set_tensor_model_parallel_attributes
+from torch import nn
+
+from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.parallel.context import ParallelContext
+
+TP_LAYOUT_ATTR = "tp_layout"
+
+
+@dataclass(frozen=True)
+class TensorParallelLayout:
+    """How one parameter is split over the TP group.
+
+    ``split_dim``: the dimension cut into ``size`` equal parts. ``packed``: how many equal blocks the
+    full tensor stacks along ``split_dim`` that are split separately (3 for the packed q/k/v
+    projection: each rank takes its heads' rows of q, of k and of v; 1 for a plain split)."""
+
+    full_name: str  # the parameter's name in the tp_size 1 model's state dict
+    local_name: str  # its name in the parallelised model (the suffix ``tp_full_name`` replaces)
+    split_dim: int
+    packed: int = 1
+
+    def _blocks_view(self, tensor: torch.Tensor) -> torch.Tensor:
+        shape = list(tensor.shape)
+        shape[self.split_dim:self.split_dim + 1] = [self.packed, shape[self.split_dim] // self.packed]
+        return tensor.reshape(shape)
+
+    def shard(self, full: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+        """This rank's part of ``full`` (a contiguous copy)."""
+        blocks = self._blocks_view(full)
+        return blocks.chunk(size, dim=self.split_dim + 1)[rank].reshape(
+            _with_dim(full.shape, self.split_dim, full.shape[self.split_dim] // size)).contiguous()
+
+    def assemble(self, shards: list[torch.Tensor]) -> torch.Tensor:
+        """The full tensor from the shards of TP ranks 0..p-1 (the inverse of ``shard``)."""
+        joined = torch.cat([self._blocks_view(s) for s in shards], dim=self.split_dim + 1)
+        full_size = shards[0].shape[self.split_dim] * len(shards)
+        return joined.reshape(_with_dim(shards[0].shape, self.split_dim, full_size))
+
+
+def _with_dim(shape: torch.Size, dim: int, size: int) -> list[int]:
+    changed = list(shape)
+    changed[dim] = size
+    return changed
+
+
+def tp_full_name(model: nn.Module, local_name: str) -> str:
+    """The tp_size 1 state-dict name of ``model``'s parameter ``local_name`` (the same name for parameters
+    that are not sharded). ``local_name`` may carry a prefix (e.g. DeepSpeed's ``module.``)."""
+    param = dict(model.named_parameters()).get(local_name)
+    layout: Optional[TensorParallelLayout] = getattr(param, TP_LAYOUT_ATTR, None)
+    if layout is None or not local_name.endswith(layout.local_name):
+        return local_name
+    return local_name[:len(local_name) - len(layout.local_name)] + layout.full_name
+
+
+# ------------------------------------------------------------------------------------------ layers
+
+
+def _drop_extra_state(layer: nn.Module) -> None:
+    # megatron-core adds an ``_extra_state`` entry (None, for Transformer Engine compatibility) to the
+    # state dict and a pre-hook that expects it back; without them the state dict holds only weights,
+    # with the tp_size 1 model's keys.
+    layer._load_state_dict_pre_hooks.clear()
+
+
+class _ColumnParallel(ColumnParallelLinear):
+    """Megatron's column-parallel linear layer returning only its output (bias added)."""
+
+    get_extra_state = nn.Module.get_extra_state
+    set_extra_state = nn.Module.set_extra_state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[0]
+
+
+class _RowParallel(RowParallelLinear):
+    """Megatron's row-parallel linear layer (input already split) returning only its output."""
+
+    get_extra_state = nn.Module.get_extra_state
+    set_extra_state = nn.Module.set_extra_state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[0]
+
+
+def _megatron_config(ctx: ParallelContext, dtype: torch.dtype) -> ModelParallelConfig:
+    # CPU initialisation without megatron's own init: the weights are copied from the built model
+    return ModelParallelConfig(tensor_model_parallel_size=ctx.tp_size, use_cpu_initialization=True,
+                               perform_initialization=False, params_dtype=dtype, sequence_parallel=False)
+
+
+def _copy_sharded(target: nn.Parameter, source: torch.Tensor, layout: Optional[TensorParallelLayout],
+                  ctx: ParallelContext) -> None:
+    with torch.no_grad():
+        target.copy_(source if layout is None else layout.shard(source, ctx.tp_rank, ctx.tp_size))
+    target.requires_grad_(source.requires_grad)
+    if layout is not None:
+        setattr(target, TP_LAYOUT_ATTR, layout)
+        # megatron sets its own attributes only when it initialises the weight itself (it does not here);
+        # DeepSpeed's gradient norm counts a parameter with them on every TP rank, others on TP rank 0 only
+        if not hasattr(target, "tensor_model_parallel"):
+            set_tensor_model_parallel_attributes(target, True, layout.split_dim, layout.packed)
+
+
+def column_parallel(weight: torch.Tensor, bias: Optional[torch.Tensor], ctx: ParallelContext,
+                    names: tuple[str, str, str, str], packed: int = 1) -> _ColumnParallel:
+    """A column-parallel copy of the linear map (``weight``, ``bias``), split on output features.
+
+    ``names``: the full and local names of the weight and of the bias."""
+    out_features, in_features = weight.shape
+    layer = _ColumnParallel(in_features, out_features, config=_megatron_config(ctx, weight.dtype),
+                            init_method=nn.init.zeros_, bias=bias is not None, gather_output=False,
+                            stride=packed, tp_group=ctx.tp_group)
+    _drop_extra_state(layer)
+    full_weight, local_weight, full_bias, local_bias = names
+    _copy_sharded(layer.weight, weight, TensorParallelLayout(full_weight, local_weight, 0, packed), ctx)
+    if bias is not None:
+        _copy_sharded(layer.bias, bias, TensorParallelLayout(full_bias, local_bias, 0, packed), ctx)
+    return layer
+
+
+def row_parallel(linear: nn.Linear, ctx: ParallelContext, prefix: str) -> _RowParallel:
+    """A row-parallel copy of ``linear`` (split on input features; the bias is replicated)."""
+    layer = _RowParallel(linear.in_features, linear.out_features, config=_megatron_config(ctx, linear.weight.dtype),
+                         init_method=nn.init.zeros_, bias=linear.bias is not None, input_is_parallel=True,
+                         skip_bias_add=False, tp_group=ctx.tp_group)
+    _drop_extra_state(layer)
+    name = f"{prefix}.weight"
+    _copy_sharded(layer.weight, linear.weight, TensorParallelLayout(name, name, 1), ctx)
+    if linear.bias is not None:
+        _copy_sharded(layer.bias, linear.bias, None, ctx)
+    return layer
+
+
+class TensorParallelSelfAttention(nn.Module):
+    """Drop-in for open_clip's ``nn.MultiheadAttention`` (self-attention, ``need_weights=False``) holding
+    ``heads / tp_size`` heads: q/k/v column-parallel by heads, output projection row-parallel."""
+
+    def __init__(self, attn: nn.MultiheadAttention, ctx: ParallelContext, prefix: str):
+        super().__init__()
+        self.batch_first = attn.batch_first
+        self.local_heads = attn.num_heads // ctx.tp_size
+        self.head_dim = attn.head_dim
+        names = (f"{prefix}.in_proj_weight", f"{prefix}.qkv.weight", f"{prefix}.in_proj_bias", f"{prefix}.qkv.bias")
+        self.qkv = column_parallel(attn.in_proj_weight, attn.in_proj_bias, ctx, names, packed=3)
+        self.out_proj = row_parallel(attn.out_proj, ctx, f"{prefix}.out_proj")
+
+    def forward(self, query: torch.Tensor, key: Optional[torch.Tensor] = None, value: Optional[torch.Tensor] = None,
+                need_weights: bool = False, attn_mask: Optional[torch.Tensor] = None):
+        if need_weights or (key is not None and key is not query) or (value is not None and value is not query):
+            raise ValueError("TensorParallelSelfAttention computes self-attention without attention weights only")
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            # nn.MultiheadAttention masks out True, scaled_dot_product_attention keeps True: only additive
+            # float masks (what open_clip's blocks pass) mean the same to both
+            raise ValueError("TensorParallelSelfAttention takes an additive float attn_mask, not a boolean one")
+        x_bld = query if self.batch_first else query.transpose(0, 1)
+        batch, length, _ = x_bld.shape
+        q, k, v = (t.reshape(batch, length, self.local_heads, self.head_dim).transpose(1, 2)
+                   for t in self.qkv(x_bld).chunk(3, dim=-1))
+        heads_bhld = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out_bld = self.out_proj(heads_bhld.transpose(1, 2).reshape(batch, length, self.local_heads * self.head_dim))
+        return (out_bld if self.batch_first else out_bld.transpose(0, 1)), None
+
+
+# ------------------------------------------------------------------------------------------- apply
+
+
+def vision_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, block) of every residual block of the CLIP vision tower(s) in ``model``: the modules holding
+    an ``nn.MultiheadAttention`` ``attn`` and an MLP with ``c_fc`` / ``c_proj``."""
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(getattr(module, "attn", None), nn.MultiheadAttention)
+            and hasattr(getattr(module, "mlp", None), "c_fc")]
+
+
+def check_tp_divides(blocks: list[tuple[str, nn.Module]], tp_size: int) -> None:
+    """tp_size must divide every block's heads and MLP width (each rank owns whole heads)."""
+    for name, block in blocks:
+        heads, mlp_width = block.attn.num_heads, block.mlp.c_fc.out_features
+        if heads % tp_size or mlp_width % tp_size:
+            raise ConfigError(f"parallel.tp_size: {tp_size} does not divide the frame encoder's {heads} attention "
+                              f"heads and MLP width {mlp_width} (block {name}); choose a common divisor")
+
+
+def apply_tensor_parallel(model: nn.Module, ctx: ParallelContext) -> int:
+    """In place: every vision block's attention and MLP become tensor-parallel over ``ctx.tp_group``.
+    Returns the number of blocks changed (0 when ``ctx.tp_size`` is 1: the model is left as it is)."""
+    if ctx.tp_size == 1:
+        return 0
+    blocks = vision_blocks(model)
+    check_tp_divides(blocks, ctx.tp_size)
+    for name, block in blocks:
+        prefix = f"{name}." if name else ""
+        block.attn = TensorParallelSelfAttention(block.attn, ctx, f"{prefix}attn")
+        fc_names = (f"{prefix}mlp.c_fc.weight", f"{prefix}mlp.c_fc.weight", f"{prefix}mlp.c_fc.bias",
+                    f"{prefix}mlp.c_fc.bias")
+        block.mlp.c_fc = column_parallel(block.mlp.c_fc.weight, block.mlp.c_fc.bias, ctx, fc_names)
+        block.mlp.c_proj = row_parallel(block.mlp.c_proj, ctx, f"{prefix}mlp.c_proj")
+    return len(blocks)
+
+
+__all__ = [
+    "TP_LAYOUT_ATTR", "TensorParallelLayout", "TensorParallelSelfAttention", "apply_tensor_parallel",
+    "check_tp_divides", "tp_full_name", "vision_blocks",
+]
