@@ -125,17 +125,36 @@ def deepspeed_module_file(ckpt_tag_dir: str | os.PathLike) -> Path:
     return Path(ckpt_tag_dir) / "mp_rank_00_model_states.pt"
 
 
-def load_module_weights(model: nn.Module, ckpt_tag_dir: str | os.PathLike) -> None:
-    """Load a DeepSpeed checkpoint's weights into ``model`` at any world size / ``ep_size``.
-
-    Non-expert weights come from DeepSpeed's module file (which holds no expert weights for MoE
-    models), experts from the per-expert files. Optimizer state is not touched.
-    """
-    module_file = deepspeed_module_file(ckpt_tag_dir)
-    if not module_file.is_file():
-        raise FileNotFoundError(f"{module_file} not found: not a DeepSpeed ZeRO-1/2 checkpoint directory")
+def _module_state_at_tp1(model: nn.Module, ckpt_tag_dir: Path) -> dict[str, torch.Tensor]:
+    """DeepSpeed's non-expert module weights in the tp_size 1 layout: one ``mp_rank_XX`` file per TP rank
+    of the saving run, assembled when there are several."""
+    files = sorted(ckpt_tag_dir.glob("mp_rank_*_model_states.pt"))
+    if not files:
+        raise FileNotFoundError(f"{deepspeed_module_file(ckpt_tag_dir)} not found: not a DeepSpeed ZeRO-1/2 "
+                                f"checkpoint directory")
     # weights_only: a checkpoint never runs code. DeepSpeed's file also stores plain metadata.
-    module_state = torch.load(module_file, map_location="cpu", weights_only=True)["module"]
+    states = [torch.load(f, map_location="cpu", weights_only=True)["module"] for f in files]
+    if len(states) == 1:
+        return states[0]
+    from vidprism_ds.parallel.tensor_parallel import assemble_module_states  # megatron-core, only when needed
+    if all(not hasattr(param, "tp_layout") for param in model.parameters()):  # this model is tp_size 1
+        full_shapes = {name: param.shape for name, param in model.named_parameters()}
+    else:  # its shapes are shards: the tp_size 1 shapes are unknown here, the suffix rule decides alone
+        full_shapes = {}
+    return assemble_module_states(states, full_shapes)
+
+
+def load_module_weights(model: nn.Module, ckpt_tag_dir: str | os.PathLike, ctx: Optional[ParallelContext] = None) -> None:
+    """Load a DeepSpeed checkpoint's weights into ``model`` at any world size, ``ep_size`` and ``tp_size``.
+
+    Non-expert weights come from DeepSpeed's module files (which hold no expert weights for MoE models;
+    one per tensor-parallel rank), experts from the per-expert files. Optimizer state is not touched.
+    ``ctx`` is needed when ``model`` is tensor-parallel (its TP rank picks the shards).
+    """
+    module_state = _module_state_at_tp1(model, Path(ckpt_tag_dir))
+    if ctx is not None and ctx.tp_size > 1:
+        from vidprism_ds.parallel.tensor_parallel import localise_module_state
+        module_state = localise_module_state(model, module_state, ctx)
     expected_missing = {k for k in model.state_dict() if ".deepspeed_moe." in k}
     missing, unexpected = model.load_state_dict(module_state, strict=False)
     if set(missing) - expected_missing or unexpected:

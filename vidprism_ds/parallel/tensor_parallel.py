@@ -232,7 +232,47 @@ def apply_tensor_parallel(model: nn.Module, ctx: ParallelContext) -> int:
     return len(blocks)
 
 
+# What apply_tensor_parallel shards, by state-dict suffix: (suffix in a tensor-parallel model, suffix at
+# tp_size 1, split dimension, packed blocks). Lets a checkpoint written at one tp_size load at another.
+SHARDED_SUFFIXES = (
+    (".attn.qkv.weight", ".attn.in_proj_weight", 0, 3),
+    (".attn.qkv.bias", ".attn.in_proj_bias", 0, 3),
+    (".attn.out_proj.weight", ".attn.out_proj.weight", 1, 1),
+    (".mlp.c_fc.weight", ".mlp.c_fc.weight", 0, 1),
+    (".mlp.c_fc.bias", ".mlp.c_fc.bias", 0, 1),
+    (".mlp.c_proj.weight", ".mlp.c_proj.weight", 1, 1),
+)
+
+
+def assemble_module_states(states_by_tp_rank: list[dict[str, torch.Tensor]],
+                           full_shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """The tp_size 1 state dict from a tensor-parallel model's state dicts, one per TP rank in rank order
+    (DeepSpeed's ``mp_rank_XX_model_states.pt``). ``full_shapes``: the tp_size 1 model's shapes; a
+    tensor whose shape already matches is replicated (e.g. an expert whose names end like a ViT block's)."""
+    whole: dict[str, torch.Tensor] = {}
+    for key, value in states_by_tp_rank[0].items():
+        rule = next((r for r in SHARDED_SUFFIXES if key.endswith(r[0])), None)
+        full_key = key if rule is None else key[:len(key) - len(rule[0])] + rule[1]
+        if rule is None or full_shapes.get(full_key) == value.shape:
+            whole[key] = value
+            continue
+        layout = TensorParallelLayout(full_key, key, split_dim=rule[2], packed=rule[3])
+        whole[full_key] = layout.assemble([state[key] for state in states_by_tp_rank])
+    return whole
+
+
+def localise_module_state(model: nn.Module, whole: dict[str, torch.Tensor], ctx: ParallelContext) -> dict[str, torch.Tensor]:
+    """A tp_size 1 state dict in ``model``'s layout: each sharded parameter cut to this TP rank's part."""
+    local = dict(whole)
+    for name, param in model.named_parameters():
+        layout: Optional[TensorParallelLayout] = getattr(param, TP_LAYOUT_ATTR, None)
+        full_name = tp_full_name(model, name)
+        if layout is not None and full_name in local:
+            local[name] = layout.shard(local.pop(full_name), ctx.tp_rank, ctx.tp_size)
+    return local
+
+
 __all__ = [
-    "TP_LAYOUT_ATTR", "TensorParallelLayout", "TensorParallelSelfAttention", "apply_tensor_parallel",
-    "check_tp_divides", "tp_full_name", "vision_blocks",
+    "SHARDED_SUFFIXES", "TP_LAYOUT_ATTR", "TensorParallelLayout", "TensorParallelSelfAttention", "apply_tensor_parallel",
+    "assemble_module_states", "check_tp_divides", "localise_module_state", "tp_full_name", "vision_blocks",
 ]

@@ -219,6 +219,6 @@ class CheckpointManager:
                 raise RuntimeError(f"DeepSpeed could not load checkpoint {self.root / meta.tag}")
             self.optimizer_restored = True
         else:
-            load_module_weights(engine.module, self.root / meta.tag)
+            load_module_weights(engine.module, self.root / meta.tag, self.ctx)
             self.optimizer_restored = load_optimizer_state(engine, self.ctx, self.root / meta.tag) is not None
         return meta
