@@ -21,7 +21,8 @@ from torch import nn
 from vidprism_ds.parallel.apply import find_expert_head
 from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
-from vidprism_ds.parallel.optimizer_state import assemble_tp, saved_name
+from vidprism_ds.parallel.optimizer_state import assemble_tp
+from vidprism_ds.parallel.tensor_parallel import assemble_module_states, localise_module_state, parameter_full_name
 from vidprism_ds.utils.files import atomic_torch_save
 
 EXPERT_DIR = "experts"
@@ -84,7 +85,7 @@ def _assemble_tp_parameters(model: nn.Module, ctx: Optional[ParallelContext], st
     for name, param in model.named_parameters():
         layout = getattr(param, "tp_layout", None)
         if layout is not None and name in state:
-            state[saved_name(name, param)] = assemble_tp(state.pop(name), layout, ctx)
+            state[parameter_full_name(name, param)] = assemble_tp(state.pop(name), layout, ctx)
 
 
 def consolidated_state_dict(model: nn.Module, ctx: Optional[ParallelContext]) -> Optional[dict[str, torch.Tensor]]:
@@ -136,7 +137,6 @@ def _module_state_at_tp1(model: nn.Module, ckpt_tag_dir: Path) -> dict[str, torc
     states = [torch.load(f, map_location="cpu", weights_only=True)["module"] for f in files]
     if len(states) == 1:
         return states[0]
-    from vidprism_ds.parallel.tensor_parallel import assemble_module_states  # megatron-core, only when needed
     if all(not hasattr(param, "tp_layout") for param in model.parameters()):  # this model is tp_size 1
         full_shapes = {name: param.shape for name, param in model.named_parameters()}
     else:  # its shapes are shards: the tp_size 1 shapes are unknown here, the suffix rule decides alone
@@ -153,7 +153,6 @@ def load_module_weights(model: nn.Module, ckpt_tag_dir: str | os.PathLike, ctx: 
     """
     module_state = _module_state_at_tp1(model, Path(ckpt_tag_dir))
     if ctx is not None and ctx.tp_size > 1:
-        from vidprism_ds.parallel.tensor_parallel import localise_module_state
         module_state = localise_module_state(model, module_state, ctx)
     expected_missing = {k for k in model.state_dict() if ".deepspeed_moe." in k}
     missing, unexpected = model.load_state_dict(module_state, strict=False)

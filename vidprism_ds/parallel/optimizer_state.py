@@ -37,6 +37,7 @@ from torch import nn
 from vidprism_ds.parallel import deepspeed_private
 from vidprism_ds.parallel.apply import find_expert_head
 from vidprism_ds.parallel.context import ParallelContext
+from vidprism_ds.parallel.tensor_parallel import parameter_full_name
 from vidprism_ds.utils.files import atomic_torch_save
 
 OPTIMIZER_DIR = "optimizer"
@@ -111,25 +112,13 @@ def _tp_assembled(param: nn.Parameter, state: dict[str, torch.Tensor], ctx: Para
     return {key: assemble_tp(local, layout, ctx) for key, local in state.items()}
 
 
-def saved_name(name: str, param: nn.Parameter) -> str:
-    """The single-process (tp_size 1) name of a parameter named ``name`` here. A layout that records its
-    ``local_name`` (vidprism_ds.parallel.tensor_parallel) keeps any prefix ``name`` carries beyond it."""
-    layout = getattr(param, "tp_layout", None)
-    if layout is None:
-        return name
-    local_name = getattr(layout, "local_name", None)
-    if local_name and name.endswith(local_name):
-        return name[:len(name) - len(local_name)] + layout.full_name
-    return layout.full_name
-
-
 def _shared_states(model: nn.Module, ctx: ParallelContext, optimizer) -> Iterator[tuple[int, str, dict]]:
     """(writer rank, single-process name, whole state) of every non-expert parameter, in the same order on
     every rank: each parameter is assembled by every rank (collectives), and kept only by its writer."""
     shared, _ = _split_parameters(model)
     for index, (name, param) in enumerate(shared):
         state = _tp_assembled(param, _full_state(param, optimizer), ctx)
-        yield index % ctx.world_size, saved_name(name, param), state
+        yield index % ctx.world_size, parameter_full_name(name, param), state
 
 
 def save_optimizer_state(engine, ctx: ParallelContext, ckpt_dir: str | os.PathLike) -> list[Path]:
@@ -229,11 +218,11 @@ def load_optimizer_state(engine, ctx: ParallelContext, ckpt_dir: str | os.PathLi
     shared, experts = _split_parameters(model)
     if any(_is_partitioned(p) for p in model.parameters()):
         _initialise_partitioned_state(engine.optimizer, optimizer, step)
-    missing = [saved_name(name, p) for name, p in shared if saved_name(name, p) not in shared_states]
+    missing = [parameter_full_name(name, p) for name, p in shared if parameter_full_name(name, p) not in shared_states]
     if missing:
         raise RuntimeError(f"checkpoint {ckpt_dir} has no optimizer state for {missing[:5]}: written by another model?")
     for name, param in shared:
-        _restore(param, shared_states[saved_name(name, param)], optimizer, ctx, step)
+        _restore(param, shared_states[parameter_full_name(name, param)], optimizer, ctx, step)
     for expert_id, expert in experts:
         states = read_expert_states(ckpt_dir, expert_id)
         for name, param in expert.named_parameters():

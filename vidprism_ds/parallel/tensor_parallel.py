@@ -76,14 +76,22 @@ def _with_dim(shape: torch.Size, dim: int, size: int) -> list[int]:
     return changed
 
 
+def parameter_full_name(name: str, param: Optional[nn.Parameter]) -> str:
+    """The tp_size 1 state-dict name of the parameter ``param`` named ``name`` here (``name`` itself when it
+    is not sharded). A layout that records its ``local_name`` keeps any prefix ``name`` carries beyond it
+    (e.g. DeepSpeed's ``module.``); one without it (any object with ``full_name``) gives ``full_name``."""
+    layout = getattr(param, TP_LAYOUT_ATTR, None)
+    if layout is None:
+        return name
+    local_name = getattr(layout, "local_name", None)
+    if local_name and name.endswith(local_name):
+        return name[:len(name) - len(local_name)] + layout.full_name
+    return layout.full_name
+
+
 def tp_full_name(model: nn.Module, local_name: str) -> str:
-    """The tp_size 1 state-dict name of ``model``'s parameter ``local_name`` (the same name for parameters
-    that are not sharded). ``local_name`` may carry a prefix (e.g. DeepSpeed's ``module.``)."""
-    param = dict(model.named_parameters()).get(local_name)
-    layout: Optional[TensorParallelLayout] = getattr(param, TP_LAYOUT_ATTR, None)
-    if layout is None or not local_name.endswith(layout.local_name):
-        return local_name
-    return local_name[:len(local_name) - len(layout.local_name)] + layout.full_name
+    """``parameter_full_name`` of ``model``'s parameter ``local_name`` (looked up by name)."""
+    return parameter_full_name(local_name, dict(model.named_parameters()).get(local_name))
 
 
 # ------------------------------------------------------------------------------------------ layers
@@ -266,7 +274,7 @@ def localise_module_state(model: nn.Module, whole: dict[str, torch.Tensor], ctx:
     local = dict(whole)
     for name, param in model.named_parameters():
         layout: Optional[TensorParallelLayout] = getattr(param, TP_LAYOUT_ATTR, None)
-        full_name = tp_full_name(model, name)
+        full_name = parameter_full_name(name, param)
         if layout is not None and full_name in local:
             local[name] = layout.shard(local.pop(full_name), ctx.tp_rank, ctx.tp_size)
     return local
@@ -274,5 +282,5 @@ def localise_module_state(model: nn.Module, whole: dict[str, torch.Tensor], ctx:
 
 __all__ = [
     "SHARDED_SUFFIXES", "TP_LAYOUT_ATTR", "TensorParallelLayout", "TensorParallelSelfAttention", "apply_tensor_parallel",
-    "assemble_module_states", "check_tp_divides", "localise_module_state", "tp_full_name", "vision_blocks",
+    "assemble_module_states", "check_tp_divides", "localise_module_state", "parameter_full_name", "tp_full_name", "vision_blocks",
 ]
