@@ -94,6 +94,26 @@ def tp_full_name(model: nn.Module, local_name: str) -> str:
     return parameter_full_name(local_name, dict(model.named_parameters()).get(local_name))
 
 
+# Every parameter apply_tensor_parallel shards, by state-dict suffix: suffix in a tensor-parallel model ->
+# (suffix at tp_size 1, split dimension, packed blocks). The layouts of the sharded layers are built from
+# this table and a checkpoint written at one tp_size is re-assembled with it, so the two cannot disagree.
+SHARDED_SUFFIXES: dict[str, tuple[str, int, int]] = {
+    ".attn.qkv.weight": (".attn.in_proj_weight", 0, 3),
+    ".attn.qkv.bias": (".attn.in_proj_bias", 0, 3),
+    ".attn.out_proj.weight": (".attn.out_proj.weight", 1, 1),
+    ".mlp.c_fc.weight": (".mlp.c_fc.weight", 0, 1),
+    ".mlp.c_fc.bias": (".mlp.c_fc.bias", 0, 1),
+    ".mlp.c_proj.weight": (".mlp.c_proj.weight", 1, 1),
+}
+
+
+def sharded_layout(block_name: str, tp_suffix: str) -> TensorParallelLayout:
+    """The layout of the parameter ``block_name + tp_suffix`` (a key of ``SHARDED_SUFFIXES``)."""
+    full_suffix, split_dim, packed = SHARDED_SUFFIXES[tp_suffix]
+    return TensorParallelLayout((block_name + full_suffix).lstrip("."), (block_name + tp_suffix).lstrip("."),
+                                split_dim, packed)
+
+
 # ------------------------------------------------------------------------------------------ layers
 
 
@@ -144,30 +164,29 @@ def _copy_sharded(target: nn.Parameter, source: torch.Tensor, layout: Optional[T
 
 
 def column_parallel(weight: torch.Tensor, bias: Optional[torch.Tensor], ctx: ParallelContext,
-                    names: tuple[str, str, str, str], packed: int = 1) -> _ColumnParallel:
-    """A column-parallel copy of the linear map (``weight``, ``bias``), split on output features.
-
-    ``names``: the full and local names of the weight and of the bias."""
+                    block_name: str, tp_prefix: str) -> _ColumnParallel:
+    """A column-parallel copy of the linear map (``weight``, ``bias``), split on output features, as the
+    layouts of ``block_name + tp_prefix + ".weight"`` / ``".bias"`` in ``SHARDED_SUFFIXES`` say."""
+    weight_layout = sharded_layout(block_name, f"{tp_prefix}.weight")
+    packed = weight_layout.packed
     out_features, in_features = weight.shape
     layer = _ColumnParallel(in_features, out_features, config=_megatron_config(ctx, weight.dtype),
                             init_method=nn.init.zeros_, bias=bias is not None, gather_output=False,
                             stride=packed, tp_group=ctx.tp_group)
     _drop_extra_state(layer)
-    full_weight, local_weight, full_bias, local_bias = names
-    _copy_sharded(layer.weight, weight, TensorParallelLayout(full_weight, local_weight, 0, packed), ctx)
+    _copy_sharded(layer.weight, weight, weight_layout, ctx)
     if bias is not None:
-        _copy_sharded(layer.bias, bias, TensorParallelLayout(full_bias, local_bias, 0, packed), ctx)
+        _copy_sharded(layer.bias, bias, sharded_layout(block_name, f"{tp_prefix}.bias"), ctx)
     return layer
 
 
-def row_parallel(linear: nn.Linear, ctx: ParallelContext, prefix: str) -> _RowParallel:
+def row_parallel(linear: nn.Linear, ctx: ParallelContext, block_name: str, tp_prefix: str) -> _RowParallel:
     """A row-parallel copy of ``linear`` (split on input features; the bias is replicated)."""
     layer = _RowParallel(linear.in_features, linear.out_features, config=_megatron_config(ctx, linear.weight.dtype),
                          init_method=nn.init.zeros_, bias=linear.bias is not None, input_is_parallel=True,
                          skip_bias_add=False, tp_group=ctx.tp_group)
     _drop_extra_state(layer)
-    name = f"{prefix}.weight"
-    _copy_sharded(layer.weight, linear.weight, TensorParallelLayout(name, name, 1), ctx)
+    _copy_sharded(layer.weight, linear.weight, sharded_layout(block_name, f"{tp_prefix}.weight"), ctx)
     if linear.bias is not None:
         _copy_sharded(layer.bias, linear.bias, None, ctx)
     return layer
@@ -177,14 +196,13 @@ class TensorParallelSelfAttention(nn.Module):
     """Drop-in for open_clip's ``nn.MultiheadAttention`` (self-attention, ``need_weights=False``) holding
     ``heads / tp_size`` heads: q/k/v column-parallel by heads, output projection row-parallel."""
 
-    def __init__(self, attn: nn.MultiheadAttention, ctx: ParallelContext, prefix: str):
+    def __init__(self, attn: nn.MultiheadAttention, ctx: ParallelContext, block_name: str):
         super().__init__()
         self.batch_first = attn.batch_first
         self.local_heads = attn.num_heads // ctx.tp_size
         self.head_dim = attn.head_dim
-        names = (f"{prefix}.in_proj_weight", f"{prefix}.qkv.weight", f"{prefix}.in_proj_bias", f"{prefix}.qkv.bias")
-        self.qkv = column_parallel(attn.in_proj_weight, attn.in_proj_bias, ctx, names, packed=3)
-        self.out_proj = row_parallel(attn.out_proj, ctx, f"{prefix}.out_proj")
+        self.qkv = column_parallel(attn.in_proj_weight, attn.in_proj_bias, ctx, block_name, ".attn.qkv")
+        self.out_proj = row_parallel(attn.out_proj, ctx, block_name, ".attn.out_proj")
 
     def forward(self, query: torch.Tensor, key: Optional[torch.Tensor] = None, value: Optional[torch.Tensor] = None,
                 need_weights: bool = False, attn_mask: Optional[torch.Tensor] = None):
@@ -231,25 +249,10 @@ def apply_tensor_parallel(model: nn.Module, ctx: ParallelContext) -> int:
     blocks = vision_blocks(model)
     check_tp_divides(blocks, ctx.tp_size)
     for name, block in blocks:
-        prefix = f"{name}." if name else ""
-        block.attn = TensorParallelSelfAttention(block.attn, ctx, f"{prefix}attn")
-        fc_names = (f"{prefix}mlp.c_fc.weight", f"{prefix}mlp.c_fc.weight", f"{prefix}mlp.c_fc.bias",
-                    f"{prefix}mlp.c_fc.bias")
-        block.mlp.c_fc = column_parallel(block.mlp.c_fc.weight, block.mlp.c_fc.bias, ctx, fc_names)
-        block.mlp.c_proj = row_parallel(block.mlp.c_proj, ctx, f"{prefix}mlp.c_proj")
+        block.attn = TensorParallelSelfAttention(block.attn, ctx, name)
+        block.mlp.c_fc = column_parallel(block.mlp.c_fc.weight, block.mlp.c_fc.bias, ctx, name, ".mlp.c_fc")
+        block.mlp.c_proj = row_parallel(block.mlp.c_proj, ctx, name, ".mlp.c_proj")
     return len(blocks)
-
-
-# What apply_tensor_parallel shards, by state-dict suffix: (suffix in a tensor-parallel model, suffix at
-# tp_size 1, split dimension, packed blocks). Lets a checkpoint written at one tp_size load at another.
-SHARDED_SUFFIXES = (
-    (".attn.qkv.weight", ".attn.in_proj_weight", 0, 3),
-    (".attn.qkv.bias", ".attn.in_proj_bias", 0, 3),
-    (".attn.out_proj.weight", ".attn.out_proj.weight", 1, 1),
-    (".mlp.c_fc.weight", ".mlp.c_fc.weight", 0, 1),
-    (".mlp.c_fc.bias", ".mlp.c_fc.bias", 0, 1),
-    (".mlp.c_proj.weight", ".mlp.c_proj.weight", 1, 1),
-)
 
 
 def assemble_module_states(states_by_tp_rank: list[dict[str, torch.Tensor]],
@@ -259,13 +262,12 @@ def assemble_module_states(states_by_tp_rank: list[dict[str, torch.Tensor]],
     tensor whose shape already matches is replicated (e.g. an expert whose names end like a ViT block's)."""
     whole: dict[str, torch.Tensor] = {}
     for key, value in states_by_tp_rank[0].items():
-        rule = next((r for r in SHARDED_SUFFIXES if key.endswith(r[0])), None)
-        full_key = key if rule is None else key[:len(key) - len(rule[0])] + rule[1]
-        if rule is None or full_shapes.get(full_key) == value.shape:
+        tp_suffix = next((suffix for suffix in SHARDED_SUFFIXES if key.endswith(suffix)), None)
+        layout = None if tp_suffix is None else sharded_layout(key[:len(key) - len(tp_suffix)], tp_suffix)
+        if layout is None or full_shapes.get(layout.full_name) == value.shape:
             whole[key] = value
             continue
-        layout = TensorParallelLayout(full_key, key, split_dim=rule[2], packed=rule[3])
-        whole[full_key] = layout.assemble([state[key] for state in states_by_tp_rank])
+        whole[layout.full_name] = layout.assemble([state[key] for state in states_by_tp_rank])
     return whole
 
 
@@ -282,5 +284,5 @@ def localise_module_state(model: nn.Module, whole: dict[str, torch.Tensor], ctx:
 
 __all__ = [
     "SHARDED_SUFFIXES", "TP_LAYOUT_ATTR", "TensorParallelLayout", "TensorParallelSelfAttention", "apply_tensor_parallel",
-    "assemble_module_states", "check_tp_divides", "localise_module_state", "parameter_full_name", "tp_full_name", "vision_blocks",
+    "assemble_module_states", "check_tp_divides", "sharded_layout", "localise_module_state", "parameter_full_name", "tp_full_name", "vision_blocks",
 ]

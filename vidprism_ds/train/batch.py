@@ -51,7 +51,8 @@ class BatchPlan:
         return f"{stated}{self.world_size} {processes}"
 
 
-def _largest_divisor_up_to(number: int, limit: int) -> int:
+def largest_divisor_up_to(number: int, limit: int) -> int:
+    """The largest micro-batch that is at most ``limit`` and divides ``number`` clips (1 at worst)."""
     return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
 
 
@@ -72,7 +73,7 @@ def _indivisible(train: TrainConfig, dp_size: int, tp_size: int) -> ConfigError:
         return ConfigError(f"{stated}, and {dp_size} {members} cannot share it evenly: run on a world size "
                            f"that divides {train.global_batch}, or change train.global_batch")
     per_rank = train.global_batch // dp_size
-    fitting = _largest_divisor_up_to(per_rank, train.micro_batch)
+    fitting = largest_divisor_up_to(per_rank, train.micro_batch)
     return ConfigError(f"{stated}; each of the {dp_size} {members} trains {per_rank} clips a step: set "
                        f"train.micro_batch to a divisor of {per_rank} (e.g. {fitting}, with grad_accum "
                        f"{per_rank // fitting})")

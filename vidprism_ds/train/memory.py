@@ -686,13 +686,13 @@ def micro_batch_for_world(cfg: ExperimentConfig, world_size: int) -> ExperimentC
     """``cfg`` with train.micro_batch lowered to the largest divisor of the clips each data-parallel rank
     trains a step (global batch / (world size / tp_size)) when the configured one does not divide them; as
     it is otherwise (and when the world size does not divide the global batch: the estimate then says why)."""
-    from vidprism_ds.train.batch import _largest_divisor_up_to
+    from vidprism_ds.train.batch import largest_divisor_up_to
 
     dp_size = world_size // cfg.parallel.tp_size
     global_batch, micro = cfg.train.global_batch, cfg.train.micro_batch
     if not global_batch or not dp_size or global_batch % dp_size or global_batch % (micro * dp_size) == 0:
         return cfg
-    fitting = _largest_divisor_up_to(global_batch // dp_size, micro)
+    fitting = largest_divisor_up_to(global_batch // dp_size, micro)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch=fitting, grad_accum=1))
 
 
