@@ -14,7 +14,7 @@ from vidprism_ds.train.distributed import init_distributed
 from vidprism_ds.train.evaluate import TOP_K, top_k_text
 from vidprism_ds.train.run import run_experiment
 from vidprism_ds.train.signals import EXIT_REQUEUE
-from vidprism_ds.train.trainer import RunResult
+from vidprism_ds.train.trainer import RunResult, check_decode_device
 
 
 def _row(name: str, result: RunResult, num_classes: int) -> str:
@@ -26,6 +26,7 @@ def _row(name: str, result: RunResult, num_classes: int) -> str:
 def run_demo(cfg: ExperimentConfig, ds_config: dict, with_baseline: bool = True) -> int:
     rank, world_size, _ = init_distributed()
     started = time.perf_counter()
+    check_decode_device(cfg)  # before minutes of rendering, not after
     cfg = prepare_demo_data(cfg, rank)
     vidprism = run_experiment(cfg, ds_config)
     if vidprism.stopped_by_signal:

@@ -90,13 +90,18 @@ def load_init_weights(model, cfg: ExperimentConfig) -> None:
                            f"{missing[:5]}, unexpected {unexpected[:5]})")
 
 
+def check_decode_device(cfg: ExperimentConfig) -> None:
+    """data.decode_device=cuda needs a GPU in this process (checked before the demo renders its data, too)."""
+    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
+                          "use cpu")
+
+
 def check_inputs(cfg: ExperimentConfig, num_classes: int, eval_class_names: Optional[list[str]]) -> None:
     """What the run reads, checked before anything slow, as one ConfigError naming the key or file: the
     decode device, and the shard folders, manifests and class lists (the evaluation loader is otherwise
     built, and checked, only at the first evaluation, possibly hours in)."""
-    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
-                          "use cpu")
+    check_decode_device(cfg)
     try:
         check_shards_at_start(cfg.data, num_classes, train=not cfg.train.eval_only, eval_class_names=eval_class_names)
     except (FileNotFoundError, ValueError) as err:
