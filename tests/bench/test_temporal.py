@@ -23,7 +23,7 @@ def test_frequency_settings_keep_a_sparse_base_of_long_videos_and_bursts():
     assert settings.variants == ("meanpool", "segment", "dense", "multirate", "homogeneous-multirate",
                                  "homogeneous+fusion-multirate")
     assert (settings.source_frames, settings.base_frames, settings.frames) == (96, 16, 16)
-    assert "--burst-length" in settings.shard_options and settings.seeds == (0, 1, 2)
+    assert "--burst-length" in settings.shard_options and settings.seeds == (0, 1, 2) and settings.steps == 3000
     assert all(variant in temporal.VARIANTS for variant in settings.variants)
     smoke = temporal.choose_settings(temporal.parse_args(["--frequency", "--smoke"]))
     assert smoke.variants == ("meanpool", "segment", "multirate") and smoke.steps == 2 and smoke.source_frames == 96
