@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs --durations=25 tests  # the slowest tests, so a CI log shows where the time goes
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -rs -m "not slow" tests
