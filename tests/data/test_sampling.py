@@ -72,29 +72,57 @@ def test_the_default_bursts_add_at_most_half_the_base():
     assert 64 < len(stored.indices) <= 64 + 32
 
 
-@pytest.mark.parametrize("mode, frames", [("dense", 16), ("dense", 8), ("multirate", 32), ("multirate", 8)])
-def test_training_clips_have_increasing_times_and_consecutive_burst_frames(mode, frames):
+def _increasing(values) -> bool:
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("frames, stride", [(16, 1), (8, 2)])
+def test_dense_training_clips_are_one_burst_run_at_the_stride(frames, stride):
     stored, source = _ten_second_source()
-    sampling = ClipSampling(mode=mode, num_frames=frames, dense_stride=2 if frames == 8 else 1)
+    sampling = ClipSampling(mode="dense", num_frames=frames, dense_stride=stride)
     rng, starts = random.Random(0), set()
     for _ in range(100):
         picks = train_frame_picks(source, sampling, rng)
-        times = [source.times[p] for p in picks]
-        assert len(picks) == frames and all(b > a for a, b in zip(times, times[1:]))  # T distinct, by time
+        assert len(picks) == frames and _increasing([source.times[p] for p in picks])
         sources = [stored.indices[p] for p in picks]
-        in_burst = [s for s in sources if any(s in [stored.indices[p] for p in b] for b in stored.bursts)]
-        if mode == "dense":
-            assert sources == list(range(sources[0], sources[0] + frames * sampling.dense_stride, sampling.dense_stride))
-        else:  # the fast half is a run of consecutive source frames, the rest spans the video
-            runs = [s for s in in_burst if s + 1 in in_burst or s - 1 in in_burst]
-            assert len(runs) >= sampling.fast_frames
-            assert sources[0] < 67 + 16 and sources[-1] > 217 or sources[-1] - sources[0] > 150
+        assert sources == list(range(sources[0], sources[0] + frames * stride, stride))
         starts.add(tuple(sources))
     # the burst and the start are drawn: a dense clip has 16 - span + 1 starts in each of the 2 bursts
-    if mode == "dense":
-        assert len(starts) == 2 * (16 - (frames - 1) * sampling.dense_stride)
-    else:
-        assert len(starts) > 5
+    assert len(starts) == 2 * (16 - (frames - 1) * stride)
+
+
+def _check_multirate_clip(stored, source, sampling, picks) -> list[int]:
+    """Two parts, each in time order: a segment clip over the whole base, then consecutive burst frames.
+    Returns the burst part's source indices."""
+    base_count = sampling.num_frames - sampling.fast_frames
+    base_part, burst_part = picks[:base_count], picks[base_count:]
+    assert len(picks) == sampling.num_frames and len(burst_part) == sampling.fast_frames
+    assert all(p in source.base for p in base_part) and _increasing([source.times[p] for p in base_part])
+    segment = len(source.base) / base_count  # one base frame in each of base_count equal segments
+    assert [int(source.base.index(p) // segment) for p in base_part] == list(range(base_count))
+    burst_sources = [stored.indices[p] for p in burst_part]
+    assert burst_sources == list(range(burst_sources[0], burst_sources[0] + len(burst_sources)))
+    assert any(set(burst_part) <= set(burst) for burst in source.bursts)
+    return burst_sources
+
+
+@pytest.mark.parametrize("frames, burst_frames", [(32, 16), (8, 0), (12, 8)])
+def test_multirate_training_clips_are_a_segment_clip_then_a_burst_run(frames, burst_frames):
+    stored, source = _ten_second_source()
+    sampling = ClipSampling(mode="multirate", num_frames=frames, burst_frames=burst_frames)
+    rng, burst_starts = random.Random(0), set()
+    for _ in range(300):
+        burst_starts.add(_check_multirate_clip(stored, source, sampling, train_frame_picks(source, sampling, rng))[0])
+    # both bursts and every start in them are drawn
+    assert burst_starts == set(range(67, 67 + 17 - sampling.fast_frames)) | set(range(217, 217 + 17 - sampling.fast_frames))
+
+
+def test_a_multirate_clips_segment_part_is_the_segment_clip_of_its_length():
+    stored, source = _ten_second_source()
+    multirate = ClipSampling(mode="multirate", num_frames=24, burst_frames=8)
+    segment = ClipSampling(mode="segment", num_frames=16)
+    for picks, segment_picks in zip(eval_frame_picks(source, multirate, 3), eval_frame_picks(source, segment, 3)):
+        assert picks[:16] == segment_picks
 
 
 def test_segment_picks_read_the_base_as_a_single_base_shard_did():
@@ -115,9 +143,12 @@ def test_test_views_are_deterministic_and_differ(mode):
     views = eval_frame_picks(source, sampling, 4)
     assert views == eval_frame_picks(source, sampling, 4)
     assert len({tuple(v) for v in views}) == 4
+    stored = stored_frames(base_frame_indices(300, 30.0, 64), burst_frame_indices(300, 30.0, 2, 16))
     for picks in views:
-        times = [source.times[p] for p in picks]
-        assert len(picks) == 8 and all(b > a for a, b in zip(times, times[1:]))
+        if mode == "dense":
+            assert len(picks) == 8 and _increasing([source.times[p] for p in picks])
+        else:
+            _check_multirate_clip(stored, source, sampling, picks)
     if mode == "dense":  # four views over two bursts: two in each, at different starts
         first_frames = [picks[0] for picks in views]
         assert sum(f in source.bursts[0] for f in first_frames) == 2 == sum(f in source.bursts[1] for f in first_frames)
@@ -145,6 +176,8 @@ def test_sample_json_is_read_back_and_checked():
 def test_a_video_shorter_than_the_clip_still_gives_a_full_clip():
     stored = stored_frames([0, 1, 2], burst_frame_indices(3, 30.0, 2, 16))
     source = ClipSource(3, stored.base, stored.bursts, frame_times(stored.indices, 30.0))
-    for mode in ("dense", "multirate"):
-        picks = train_frame_picks(source, ClipSampling(mode=mode, num_frames=5, dense_stride=2), random.Random(1))
-        assert len(picks) == 5 and picks == sorted(picks) and set(picks) == {0, 1, 2}
+    dense = train_frame_picks(source, ClipSampling(mode="dense", num_frames=5, dense_stride=2), random.Random(1))
+    assert len(dense) == 5 and dense == sorted(dense) and set(dense) == {0, 1, 2}
+    multirate = train_frame_picks(source, ClipSampling(mode="multirate", num_frames=5), random.Random(1))
+    # a segment part of 3 (every base frame) and a burst part of 2 consecutive frames
+    assert multirate[:3] == [0, 1, 2] and multirate[4] == multirate[3] + 1

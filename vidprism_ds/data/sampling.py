@@ -17,8 +17,8 @@ the base's rate survives sharding. ``stored_frames`` merges base and bursts (a f
 once) and says which stored frames form each. On the loader side ``ClipSource`` reads that back from a
 sample's JSON and ``train_frame_picks``/``eval_frame_picks`` compose a clip in one of the three
 ``data.clip_sampling`` modes: ``segment`` (TSN over the base, exactly the single-base behaviour),
-``dense`` (T burst frames with a stride) and ``multirate`` (base frames over the whole video plus
-consecutive frames of one burst, sorted by time, T distinct frames).
+``dense`` (T burst frames with a stride) and ``multirate`` (a segment clip over the base followed by
+consecutive frames of one burst: two parts, each in time order).
 """
 
 from __future__ import annotations
@@ -198,6 +198,12 @@ class ClipSampling:
             return (self.num_frames - 1) * self.dense_stride + 1
         return self.fast_frames if self.mode == "multirate" else 0
 
+    @property
+    def burst_part(self) -> int:
+        """Frames at the end of every clip that are a burst part, read apart from the rest by the head
+        (``build_video_model(burst_frames=...)``): a multirate clip's burst frames, else 0."""
+        return self.fast_frames if self.mode == "multirate" else 0
+
 
 def dense_picks(burst: Sequence[int], count: int, stride: int, rng: Optional[random.Random] = None,
                 offset: float = 0.5) -> list[int]:
@@ -223,45 +229,16 @@ def _require_bursts(source: ClipSource, mode: str) -> None:
                           "--burst-length 16 (or more), or use data.clip_sampling=segment")
 
 
-def _with_distinct_fill(picks: set[int], pool: Sequence[int], count: int) -> list[int]:
-    """``picks`` topped up from ``pool`` (in order) to ``count`` distinct frames where the video has them,
-    sorted (stored order is time order); a video with fewer frames repeats its last one."""
-    for position in pool:
-        if len(picks) >= count:
-            break
-        picks.add(position)
-    ordered = sorted(picks)
-    return ordered + [ordered[-1]] * (count - len(ordered))
-
-
 def multirate_picks(source: ClipSource, sampling: ClipSampling, burst: Sequence[int],
                     rng: Optional[random.Random] = None, burst_offset: float = 0.5, base_offset: float = 0.5) -> list[int]:
-    """T distinct frames in time order: ``fast_frames`` consecutive frames of ``burst``, the rest TSN
-    segments over the base frames the burst part did not take (the whole video)."""
-    fast = set(dense_picks(burst, sampling.fast_frames, 1, rng, burst_offset))
-    slow_pool = [p for p in source.base if p not in fast]
-    slow_count = sampling.num_frames - len(fast)
-    slow = set()
-    if slow_pool and slow_count > 0:
-        chosen = _distinct_ascending(segment_indices(len(slow_pool), slow_count, rng, base_offset), len(slow_pool))
-        slow = {slow_pool[i] for i in chosen}
-    # a base shorter than the clip: fill from any stored frame
-    return _with_distinct_fill(fast | slow, range(source.num_stored), sampling.num_frames)
-
-
-def _distinct_ascending(indices: list[int], available: int) -> list[int]:
-    """Ascending ``indices`` into ``range(available)`` made distinct by moving a repeat to its nearest
-    free neighbour (two segments of a non-integer width can pick the same frame); where ``available``
-    is too small the repeats stay."""
-    if available < len(indices):
-        return indices
-    moved = list(indices)
-    for i in range(1, len(moved)):
-        moved[i] = max(moved[i], moved[i - 1] + 1)
-    moved[-1] = min(moved[-1], available - 1)
-    for i in range(len(moved) - 2, -1, -1):
-        moved[i] = min(moved[i], moved[i + 1] - 1)
-    return moved
+    """A clip in two parts (docs/data.md#clip-sampling): the first ``num_frames - fast_frames`` are a segment
+    clip over the base (the whole video), the last ``fast_frames`` consecutive frames of ``burst``; each part
+    in time order. A stored frame can be in both parts (a base frame inside the burst): the head reads the
+    parts separately (docs/model.md#multirate-clips-in-the-head), so neither part gives a frame up."""
+    burst_part = dense_picks(burst, sampling.fast_frames, 1, rng, burst_offset)
+    base_count = sampling.num_frames - sampling.fast_frames
+    base_part = [source.base[i] for i in segment_indices(len(source.base), base_count, rng, base_offset)]
+    return base_part + burst_part
 
 
 def train_frame_picks(source: ClipSource, sampling: ClipSampling, rng: random.Random) -> list[int]:

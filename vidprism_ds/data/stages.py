@@ -276,7 +276,7 @@ def decode_jpegs(frames_jpeg: Sequence[TarMember], picks: Sequence[int]) -> torc
     if len({frame.shape for frame in frames}) > 1:
         raise DamagedSample(f"frames of different sizes: {sorted({tuple(f.shape[1:]) for f in frames})}")
     decoded = torch.stack(frames)
-    if len(distinct) == len(picks):  # picks are ascending and distinct whenever T <= frames kept
+    if list(picks) == distinct:  # a segment or dense clip of distinct frames: already in pick order
         return decoded
     position = {p: i for i, p in enumerate(distinct)}
     return decoded[[position[p] for p in picks]]
