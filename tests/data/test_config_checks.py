@@ -51,3 +51,14 @@ def test_multirate_clips_need_the_heads_frame_time_encoding_except_for_a_frame_b
     validate(cfg)
     cfg.model.variant, cfg.data.clip_sampling = "vidprism", "dense"  # evenly spaced frames: the index is the time
     validate(cfg)
+
+
+def test_multirate_clips_need_a_fast_rate_group_to_read_the_burst():
+    cfg = ExperimentConfig()
+    cfg.data.clip_sampling, cfg.model.head.frame_time_encoding = "multirate", True
+    validate(cfg)
+    cfg.model.head.slow_rate_min = 2  # every rate of 2, 4, 8, 16 is slow
+    with pytest.raises(ConfigError, match="^model.head.slow_rate_min: 2 makes every rate"):
+        validate(cfg)
+    cfg.data.clip_sampling = "dense"
+    validate(cfg)

@@ -143,13 +143,14 @@ class DataConfig:
     test_crops: int = 1
     # How a clip's frames are chosen from a shard (docs/data.md#clip-sampling): "segment" (TSN segments over
     # the sparse whole-video base; the paper's sampling), "dense" (consecutive frames of one dense burst) or
-    # "multirate" (base and burst frames in one clip, with their timestamps passed to the head).
+    # "multirate" (a segment clip followed by consecutive burst frames, with their timestamps passed to the head;
+    # the head's fast rate groups read the burst part, docs/model.md#multirate-clips-in-the-head).
     clip_sampling: Literal["segment", "dense", "multirate"] = "segment"
     # "dense": source frames between two consecutive clip frames (1 = consecutive). The shards' bursts must
     # hold (num_frames - 1) x dense_stride + 1 frames (data_prep/shard.py --burst-length).
     dense_stride: int = 1
-    # "multirate": how many of the clip's num_frames are consecutive burst frames (the rest spread over the
-    # whole video); 0 = half of num_frames.
+    # "multirate": how many of the clip's num_frames are consecutive burst frames, at the clip's end (the
+    # frames before them are a segment clip over the whole video); 0 = half of num_frames.
     multirate_burst_frames: int = 0
     # Raw videos for quick evaluation without shards (vidprism_ds.data.build_raw_eval_loader): a list
     # file, the folder its paths are relative to (empty = the list's folder) and its format

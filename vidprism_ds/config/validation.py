@@ -271,6 +271,15 @@ def check_frame_times_reach_the_head(clip_sampling: str, variant: str, frame_tim
              f"frames' times the head cannot tell base frames from burst frames")
 
 
+def check_multirate_has_a_fast_group(cfg: ExperimentConfig) -> None:
+    """VidPrism reads a multirate clip's burst with its fast rate groups (docs/model.md#multirate-clips-in-the-head)."""
+    head = cfg.model.head
+    _require(cfg.data.clip_sampling != "multirate" or cfg.model.variant != "vidprism"
+             or any(r < head.slow_rate_min for r in head.sampling_rates), "model.head.slow_rate_min",
+             f"{head.slow_rate_min} makes every rate of {list(head.sampling_rates)} slow; with "
+             "data.clip_sampling=multirate a fast rate group (rate < slow_rate_min) reads the burst frames")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     _require_finite(cfg, "")  # first: the range checks below assume real numbers
     _validate_model(cfg.model)
@@ -278,6 +287,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _validate_optim(cfg.optim)
     _validate_train(cfg.train, cfg.data)
     check_frame_times_reach_the_head(cfg.data.clip_sampling, cfg.model.variant, cfg.model.head.frame_time_encoding)
+    check_multirate_has_a_fast_group(cfg)
     head = cfg.model.head
     check_ep_size(cfg.parallel.ep_size, len(head.sampling_rates) * head.experts_per_rate)
     # the world size and the ViT's heads are known only at launch: parallel.context.validate_tp_size and

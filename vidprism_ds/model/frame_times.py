@@ -34,12 +34,18 @@ def geometric_periods(count: int, min_period_s: float, max_period_s: float) -> l
     return [min_period_s * ratio ** k for k in range(count)]
 
 
-def neighbour_gaps(frame_times_bt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbour_gaps(frame_times_bt: torch.Tensor, burst_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance (s) of each frame to the previous and to the next frame, each (B, T).
 
     The first frame has no previous one and the last no next one: they take the gap on their other
     side, so a burst at the clip's edge still reads as consecutive frames. A one-frame clip has gaps 0.
+    ``burst_frames`` > 0: the last that many frames are a burst part (a multirate clip), and each part's
+    neighbours are taken inside the part.
     """
+    if 0 < burst_frames < frame_times_bt.shape[1]:
+        base_gaps = neighbour_gaps(frame_times_bt[:, :-burst_frames])
+        burst_gaps = neighbour_gaps(frame_times_bt[:, -burst_frames:])
+        return torch.cat([base_gaps[0], burst_gaps[0]], dim=1), torch.cat([base_gaps[1], burst_gaps[1]], dim=1)
     if frame_times_bt.shape[1] == 1:
         zeros_bt = torch.zeros_like(frame_times_bt)
         return zeros_bt, zeros_bt
@@ -66,22 +72,22 @@ class FrameTimeEncoding(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim, self.num_features))
         self.bias = nn.Parameter(torch.zeros(dim))
 
-    def features(self, frame_times_bt: torch.Tensor) -> torch.Tensor:
+    def features(self, frame_times_bt: torch.Tensor, burst_frames: int = 0) -> torch.Tensor:
         """(B, T) seconds -> (B, T, num_features) fp32 (the times are made relative first, so fp32 keeps
-        a long video's sub-frame phases)."""
+        a long video's sub-frame phases); ``burst_frames`` as in ``neighbour_gaps``."""
         times_bt = frame_times_bt.float()
         relative_bt = times_bt - times_bt.min(dim=1, keepdim=True).values
         span_b1 = relative_bt.max(dim=1, keepdim=True).values.clamp_min(_MIN_SPAN_S)
-        previous_bt, following_bt = neighbour_gaps(times_bt)
+        previous_bt, following_bt = neighbour_gaps(times_bt, burst_frames)
         omega_k = torch.tensor(self.angular_frequencies, dtype=torch.float32, device=times_bt.device)
         # (B, T, 3 K): quantity-major (relative, previous, next), period-minor
         angles_btf = (torch.stack([relative_bt, previous_bt, following_bt], dim=-1)[..., None] * omega_k).flatten(2)
         sinusoids_btf = torch.cat([angles_btf.sin(), angles_btf.cos()], dim=-1)
         return torch.cat([(relative_bt / span_b1)[..., None], sinusoids_btf], dim=-1)
 
-    def forward(self, x_btd: torch.Tensor, frame_times_bt: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_btd: torch.Tensor, frame_times_bt: torch.Tensor, burst_frames: int = 0) -> torch.Tensor:
         if frame_times_bt.shape != x_btd.shape[:2]:
             raise ValueError(f"frame_times has shape {tuple(frame_times_bt.shape)}, the frames "
                              f"{tuple(x_btd.shape[:2])} (B, T): one time per frame")
-        features_btf = self.features(frame_times_bt).to(self.weight.dtype)
+        features_btf = self.features(frame_times_bt, burst_frames).to(self.weight.dtype)
         return x_btd + F.linear(features_btf, self.weight, self.bias).to(x_btd.dtype)

@@ -2,6 +2,12 @@
 
 sampler per rate -> bidirectional fusion -> dispatcher(experts) -> attention readout -> heads.
 One ``mode`` switch selects the official numerics or the fixed default (see docs/model.md).
+
+A multirate clip (``burst_frames`` > 0, docs/model.md#multirate-clips-in-the-head) is a segment clip over
+the whole video followed by a burst of consecutive source frames. The segment part takes the path above
+unchanged; the fast rate groups (rate < ``slow_rate_min``) also sample the burst part at their rate and
+read its tokens after their fused segment tokens, so the fast experts see consecutive source frames and the
+slow experts the whole video.
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ def max_stream_length(num_frames: int, rate: int) -> int:
 
 
 class VidPrismHead(ExpertReadoutHead):
-    def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
-        super().__init__(cfg, max_frames, dim)
+    def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64, burst_frames: int = 0):
+        super().__init__(cfg, max_frames, dim, burst_frames)
         rates = list(cfg.sampling_rates)
         self.rates = rates
+        # the rate groups that also read a multirate clip's burst part: the fusion's fast streams
+        self.reads_burst = [burst_frames > 0 and r < cfg.slow_rate_min for r in rates]
+        if burst_frames > 0 and not any(self.reads_burst):
+            raise ValueError(f"a multirate clip's burst needs a fast rate group; every rate of {rates} is >= "
+                             f"slow_rate_min={cfg.slow_rate_min}")
         if cfg.use_sampler:
             self.samplers = nn.ModuleList([
                 ContentAwareSampler(dim, r, tau=cfg.sampler_tau, alpha_mix=cfg.sampler_alpha_mix,
@@ -45,8 +56,8 @@ class VidPrismHead(ExpertReadoutHead):
         self.experts = nn.ModuleDict({
             str(g * cfg.experts_per_rate + j): TemporalExpert(
                 dim, cfg.expert_heads, cfg.expert_ffn_mult,
-                max_positions=max_stream_length(max_frames, r) if cfg.expert_pos_embed else 0)
-            for g, r in enumerate(rates) for j in range(cfg.experts_per_rate)
+                max_positions=self._stream_length(max_frames, g) if cfg.expert_pos_embed else 0)
+            for g in range(len(rates)) for j in range(cfg.experts_per_rate)
         })
         # One expert per rate is the paper's model: no router at all.
         self.routers = (nn.ModuleList([RateGroupRouter(dim, cfg.experts_per_rate, cfg.router_topk,
@@ -58,24 +69,56 @@ class VidPrismHead(ExpertReadoutHead):
     def num_experts(self) -> int:
         return len(self.rates) * self.experts_per_rate
 
+    def _stream_length(self, num_frames: int, group: int) -> int:
+        """Tokens per clip of rate group ``group``'s stream: its segment tokens, then its burst tokens."""
+        rate = self.rates[group]
+        length = max_stream_length(num_frames - self.burst_frames, rate)
+        return length + (max_stream_length(self.burst_frames, rate) if self.reads_burst[group] else 0)
+
     def expert_stream_lengths(self, num_frames: int) -> list[int]:
         """Tokens per clip that each global expert reads (for load-balanced expert placement)."""
-        return [max_stream_length(num_frames, r) for r in self.rates for _ in range(self.experts_per_rate)]
+        return [self._stream_length(num_frames, g) for g in range(len(self.rates)) for _ in range(self.experts_per_rate)]
 
     def forward(self, x_btd: torch.Tensor, frame_times: Optional[torch.Tensor] = None,
                 importance_prior_bt: Optional[torch.Tensor] = None) -> HeadOutput:
         """``frame_times``: (B, T) seconds of each frame, or None (segment clips, the paper's path)."""
         compute_rank = self.training
         x_btd = self._with_frame_times(x_btd, frame_times)
-        sampled = [s(x_btd, compute_rank_loss=compute_rank, importance_prior_bt=importance_prior_bt)
+        segment_btd, prior_bt = x_btd, importance_prior_bt
+        if self.burst_frames:
+            segment_btd = x_btd[:, :-self.burst_frames]
+            prior_bt = importance_prior_bt[:, :-self.burst_frames] if importance_prior_bt is not None else None
+        sampled = [s(segment_btd, compute_rank_loss=compute_rank, importance_prior_bt=prior_bt)
                    for s in self.samplers]
         streams = [s.stream_bld for s in sampled]
-        rank_loss = torch.stack([s.rank_loss for s in sampled]).mean()
         if self.fusion is not None:
             streams = self.fusion(streams)
+        keep_indices = [s.keep_index_bl for s in sampled]
+        rank_losses = [s.rank_loss for s in sampled]
+        if self.burst_frames:
+            streams, keep_indices, burst_rank_losses = self._append_burst_tokens(
+                x_btd, importance_prior_bt, streams, keep_indices, compute_rank)
+            rank_losses += burst_rank_losses
         expert_outputs, router_aux, router_z = self._run_experts(streams)
-        return self._read_out(expert_outputs, x_btd, rank_loss=rank_loss, router_aux_loss=router_aux,
-                              router_z_loss=router_z, keep_indices=[s.keep_index_bl for s in sampled])
+        return self._read_out(expert_outputs, x_btd, rank_loss=torch.stack(rank_losses).mean(),
+                              router_aux_loss=router_aux, router_z_loss=router_z, keep_indices=keep_indices)
+
+    def _append_burst_tokens(self, x_btd: torch.Tensor, prior_bt: Optional[torch.Tensor], streams: list,
+                             keep_indices: list, compute_rank: bool) -> tuple[list, list, list]:
+        """Each fast rate group samples the burst part at its rate; its tokens follow the group's fused
+        segment tokens (the fusion runs on the segment streams, whose lengths it is built for)."""
+        burst_btd = x_btd[:, -self.burst_frames:]
+        burst_prior_bt = prior_bt[:, -self.burst_frames:] if prior_bt is not None else None
+        offset = x_btd.shape[1] - self.burst_frames
+        streams, keep_indices, rank_losses = list(streams), list(keep_indices), []
+        for g, sampler in enumerate(self.samplers):
+            if not self.reads_burst[g]:
+                continue
+            burst = sampler(burst_btd, compute_rank_loss=compute_rank, importance_prior_bt=burst_prior_bt)
+            streams[g] = torch.cat([streams[g], burst.stream_bld], dim=1)
+            keep_indices[g] = torch.cat([keep_indices[g], burst.keep_index_bl + offset], dim=1)
+            rank_losses.append(burst.rank_loss)
+        return streams, keep_indices, rank_losses
 
     def _run_experts(self, streams: list[torch.Tensor]):
         """Streams (one per rate) -> one output per rate, plus router losses when experts are routed."""

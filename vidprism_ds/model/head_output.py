@@ -58,11 +58,17 @@ class ExpertReadoutHead(nn.Module):
     numbers, so it does not move any other initial weight.
     """
 
-    def __init__(self, cfg: HeadConfig, max_frames: int, dim: int):
+    def __init__(self, cfg: HeadConfig, max_frames: int, dim: int, burst_frames: int = 0):
         super().__init__()
+        if not 0 <= burst_frames < max_frames:
+            raise ValueError(f"burst_frames={burst_frames}: a clip of {max_frames} frames needs 0 <= burst_frames "
+                             f"< {max_frames} (at least one base frame)")
         self.cfg = cfg
         self.official = cfg.mode == "official"  # also selects the diversity formula
         self.max_frames = max_frames
+        # > 0: every clip ends in this many consecutive burst frames (a multirate clip), the frames before
+        # them are a segment clip over the whole video (docs/model.md#multirate-clips-in-the-head)
+        self.burst_frames = burst_frames
         # Not a submodule: expert parallelism replaces it after construction (vidprism_ds.parallel).
         self.dispatcher: ExpertDispatcher = LocalDispatcher()
         self.frame_time_encoding = (
@@ -75,7 +81,7 @@ class ExpertReadoutHead(nn.Module):
         encoding (the times are then ignored, and the head is the one it is without them)."""
         if frame_times is None or self.frame_time_encoding is None:
             return x_btd
-        return self.frame_time_encoding(x_btd, frame_times)
+        return self.frame_time_encoding(x_btd, frame_times, self.burst_frames)
 
     def _build_readout_and_outputs(self, dim: int, num_classes: int, readout_heads: int) -> None:
         self.readout = AttentionReadout(dim, readout_heads)

@@ -37,8 +37,10 @@ from vidprism_ds.model.head_output import ExpertReadoutHead, HeadOutput
 
 
 class HomogeneousHead(ExpertReadoutHead):
-    def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64):
-        super().__init__(cfg, max_frames, dim)
+    def __init__(self, dim: int, num_classes: int, cfg: HeadConfig, max_frames: int = 64, burst_frames: int = 0):
+        # burst_frames: every expert reads all T frames anyway; it only keeps the frame-time encoding's
+        # neighbour gaps inside each part of a multirate clip
+        super().__init__(cfg, max_frames, dim, burst_frames)
         check_experts_per_rate("homogeneous", cfg.experts_per_rate)
         num_experts = len(cfg.sampling_rates)
         # Kept as a number: after expert parallelism ``self.experts`` holds only this rank's experts.

@@ -58,20 +58,24 @@ class BuiltModel:
     clip: nn.Module  # the full CLIP (shares the visual tower); its text tower makes class embeddings
 
 
-def build_head(cfg: ModelConfig, dim: int, num_classes: int, max_frames: int) -> nn.Module:
+def build_head(cfg: ModelConfig, dim: int, num_classes: int, max_frames: int, burst_frames: int = 0) -> nn.Module:
     if cfg.variant == "meanpool":
         return MeanPoolHead(dim, num_classes)
     if cfg.variant == "homogeneous":
-        return HomogeneousHead(dim, num_classes, cfg.head, max_frames=max_frames)
-    return VidPrismHead(dim, num_classes, cfg.head, max_frames=max_frames)
+        return HomogeneousHead(dim, num_classes, cfg.head, max_frames=max_frames, burst_frames=burst_frames)
+    return VidPrismHead(dim, num_classes, cfg.head, max_frames=max_frames, burst_frames=burst_frames)
 
 
-def build_video_model(cfg: ModelConfig, num_classes: int, num_frames: int, seed: int = 0) -> BuiltModel:
-    """Build the classifier on one process. Parallelism is applied afterwards, never here."""
+def build_video_model(cfg: ModelConfig, num_classes: int, num_frames: int, seed: int = 0,
+                      burst_frames: int = 0) -> BuiltModel:
+    """Build the classifier on one process. Parallelism is applied afterwards, never here.
+
+    ``burst_frames``: every clip ends in that many burst frames (a multirate clip; the data config's
+    ``config_clip_sampling(cfg.data).burst_part``), 0 for segment and dense clips."""
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1 (model.num_classes or the dataset's label list)")
     backbone, clip_model = build_frame_encoder(cfg.backbone, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)  # the head's init does not depend on the backbone's size
-        head = build_head(cfg, backbone.embed_dim, num_classes, max_frames=num_frames)
+        head = build_head(cfg, backbone.embed_dim, num_classes, max_frames=num_frames, burst_frames=burst_frames)
     return BuiltModel(VideoClassifier(backbone, head), clip_model)

@@ -62,6 +62,7 @@ from deepspeed.moe.utils import is_moe_param
 from torch import nn
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+from vidprism_ds.data.stages import config_clip_sampling
 from vidprism_ds.parallel.apply import find_expert_head, plan_placement
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
 from vidprism_ds.parallel.tensor_parallel import vision_blocks
@@ -754,7 +755,8 @@ def measure_shallow_activations(cfg: ExperimentConfig, dtype: torch.dtype) -> Ac
     full_recorded, full_frozen = _tower_blocks(backbone_cfg, model_cfg["vision_cfg"]["layers"])
     base_recorded = min(full_recorded, 1)
     base_frozen = 1 - base_recorded
-    head = build_head(cfg.model, int(model_cfg["embed_dim"]), _num_classes(cfg), max_frames=cfg.data.num_frames)
+    head = build_head(cfg.model, int(model_cfg["embed_dim"]), _num_classes(cfg), max_frames=cfg.data.num_frames,
+                      burst_frames=config_clip_sampling(cfg.data).burst_part)
     base = _measure_shallow(cfg, head, base_recorded, base_frozen, dtype)
     saved = base.saved_per_frame
     for more_recorded, more_frozen, count in ((1, 0, full_recorded - base_recorded), (0, 1, full_frozen - base_frozen)):
@@ -779,7 +781,8 @@ def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
     dp_size = world_size // tp_size
     resolved = resolve_ds_config(ds_config, cfg, dp_size, True, cfg.model.variant != "meanpool")
     with torch.device("meta"):
-        model = build_video_model(cfg.model, _num_classes(cfg), cfg.data.num_frames, seed=cfg.train.seed).model
+        model = build_video_model(cfg.model, _num_classes(cfg), cfg.data.num_frames, seed=cfg.train.seed,
+                                  burst_frames=config_clip_sampling(cfg.data).burst_part).model
     check_tp_divides(vision_blocks(model), tp_size)
     profile = activations or measure_shallow_activations(cfg, _training_dtype(resolved))
     per_frame = dataclasses.replace(profile, tp_size=tp_size).per_frame

@@ -25,6 +25,7 @@ from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
 from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, check_shards_at_start, eval_batch_videos
 from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
+from vidprism_ds.data.stages import config_clip_sampling
 from vidprism_ds.data.transforms import frames_to_device, normalise
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
 from vidprism_ds.model.classifier_slicing import apply_init_class_map, is_classifier_param
@@ -170,7 +171,8 @@ class Trainer:
     def _build_model(self, eval_class_names: Optional[list[str]]) -> None:
         """The model (with train.init_from), the class text embeddings it needs, expert parallelism."""
         cfg = self.cfg
-        built = build_video_model(cfg.model, self.num_classes, cfg.data.num_frames, seed=cfg.train.seed)
+        built = build_video_model(cfg.model, self.num_classes, cfg.data.num_frames, seed=cfg.train.seed,
+                                  burst_frames=config_clip_sampling(cfg.data).burst_part)
         self.model = built.model
         if cfg.train.init_from:
             load_init_weights(self.model, cfg)
