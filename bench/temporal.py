@@ -63,10 +63,11 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "dense": (["data.clip_sampling=dense", "model.head.frame_time_encoding=true"],
               "VidPrism default, T consecutive frames of one dense burst, with frame times"),
     "multirate": (["data.clip_sampling=multirate", "model.head.frame_time_encoding=true"],
-                  "VidPrism default, base frames over the whole video + consecutive burst frames, with frame times"),
+                  "VidPrism default, the segment clip + T consecutive burst frames (2 T frames), with frame times; "
+                  "the fast experts also read the burst"),
     "homogeneous-multirate": (["model.variant=homogeneous", "data.clip_sampling=multirate",
                                "model.head.frame_time_encoding=true"],
-                              "MoTE-style homogeneous head on multirate clips, with frame times"),
+                              "MoTE-style homogeneous head on multirate clips (2 T frames), with frame times"),
     "homogeneous+fusion-multirate": (["model.variant=homogeneous", "model.head.homogeneous_fusion=true",
                                       "data.clip_sampling=multirate", "model.head.frame_time_encoding=true"],
                                      "the same with VidPrism's bidirectional fusion between the experts' streams"),
@@ -177,10 +178,19 @@ def prepare_data(settings: BenchSettings, work: Path) -> PreparedData:
 # ------------------------------------------------------------------------------------------------ runs
 
 
+def multirate_clip_overrides(settings: BenchSettings, variant: str) -> list[str]:
+    """A multirate variant's clip is the segment clip of ``frames`` base frames followed by ``frames``
+    consecutive burst frames: it sees everything a segment clip and a dense clip see (twice the frames
+    through the backbone)."""
+    if "data.clip_sampling=multirate" not in VARIANTS[variant][0]:
+        return []
+    return [f"data.num_frames={2 * settings.frames}", f"data.multirate_burst_frames={settings.frames}"]
+
+
 def run_config(settings: BenchSettings, data: PreparedData, variant: str, seed: int, out_dir: Path):
     from vidprism_ds.config import load_config
 
-    overrides = settings.base_overrides() + VARIANTS[variant][0] + [
+    overrides = settings.base_overrides() + VARIANTS[variant][0] + multirate_clip_overrides(settings, variant) + [
         # custom datasets must choose: these classes include left/right, so never flip
         "data.dataset=custom", "data.hflip=false", f"data.labels={data.labels}",
         f"data.train_shards={data.train_shards}",

@@ -50,3 +50,15 @@ def test_frequency_summary_checks_the_target_on_both_class_groups():
     assert "(-25.0 points)" in temporal.frequency_summary([segment, worse_order])
     assert "target not met" in temporal.frequency_summary([segment, worse_order])
     assert temporal.frequency_summary([segment]) == ""
+
+
+def test_multirate_variants_add_a_burst_as_long_as_the_segment_clip(tmp_path):
+    settings = temporal.choose_settings(temporal.parse_args(["--frequency"]))
+    data = temporal.PreparedData(tmp_path / "train", tmp_path / "val", tmp_path / "labels.txt", ["a", "b"])
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    for variant in ("segment", "dense", "multirate", "homogeneous+fusion-multirate"):
+        cfg = temporal.run_config(settings, data, variant, 0, tmp_path / variant)
+        if "multirate" in variant:
+            assert (cfg.data.num_frames, cfg.data.multirate_burst_frames) == (32, 16)
+        else:
+            assert cfg.data.num_frames == 16
