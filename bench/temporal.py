@@ -332,18 +332,20 @@ def frequency_summary(records: list[RunRecord]) -> str:
     groups = by_variant(records)
     if "segment" not in groups or "multirate" not in groups:
         return ""
-    mean = {(name, group): 100 * np.mean([r.group_accuracy(ids) for r in groups[name]])
-            for name in ("segment", "multirate") for group, ids in FREQUENCY_GROUPS.items()}
-    blink = mean["multirate", "blink classes"] - mean["segment", "blink classes"]
-    order = mean["multirate", "order/direction classes"] - mean["segment", "order/direction classes"]
-    met = blink >= 25 and order >= -3
-    return "\n".join([
-        "#### multirate against segment (target: >= +25 points on the blink classes, >= -3 on the order classes)", "",
-        f"- blink classes: {mean['multirate', 'blink classes']:.1f}% vs {mean['segment', 'blink classes']:.1f}% "
-        f"({blink:+.1f} points)",
-        f"- order/direction classes: {mean['multirate', 'order/direction classes']:.1f}% vs "
-        f"{mean['segment', 'order/direction classes']:.1f}% ({order:+.1f} points)",
-        f"- target {'met' if met else 'not met'} (means over seeds)"]) + "\n"
+    per_seed = {(name, group): [100 * r.group_accuracy(ids) for r in groups[name]]
+                for name in ("segment", "multirate") for group, ids in FREQUENCY_GROUPS.items()}
+    mean = {key: float(np.mean(values)) for key, values in per_seed.items()}
+    lines = ["#### multirate against segment (target: >= +25 points on the blink classes, >= -3 on the order classes)", ""]
+    differences = {}
+    for group in FREQUENCY_GROUPS:
+        differences[group] = mean["multirate", group] - mean["segment", group]
+        seeds = {name: ", ".join(f"{v:.1f}" for v in per_seed[name, group]) for name in ("multirate", "segment")}
+        lines.append(f"- {group}: {mean['multirate', group]:.1f}% vs {mean['segment', group]:.1f}% "
+                     f"({differences[group]:+.1f} points; seeds: multirate {seeds['multirate']}, "
+                     f"segment {seeds['segment']})")
+    met = differences["blink classes"] >= 25 and differences["order/direction classes"] >= -3
+    lines.append(f"- target {'met' if met else 'not met'} (means over seeds)")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------ main

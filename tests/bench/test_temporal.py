@@ -45,9 +45,10 @@ def test_frequency_summary_checks_the_target_on_both_class_groups():
     segment = _record("segment", [1, 1, 1, 1, 4, 4, 4, 4])  # 25% blink, 100% order
     good = _record("multirate", [3, 3, 3, 3, 4, 4, 4, 4])  # 75%, 100%
     text = temporal.frequency_summary([segment, good])
-    assert "blink classes: 75.0% vs 25.0% (+50.0 points)" in text and "target met" in text
+    assert "blink classes: 75.0% vs 25.0% (+50.0 points; seeds: multirate 75.0, segment 25.0)" in text
+    assert "target met" in text
     worse_order = _record("multirate", [4, 4, 4, 4, 3, 3, 3, 3])  # order 75%: 25 points below segment
-    assert "(-25.0 points)" in temporal.frequency_summary([segment, worse_order])
+    assert "(-25.0 points;" in temporal.frequency_summary([segment, worse_order])
     assert "target not met" in temporal.frequency_summary([segment, worse_order])
     assert temporal.frequency_summary([segment]) == ""
 
