@@ -84,11 +84,9 @@ class VidPrismHead(ExpertReadoutHead):
         """``frame_times``: (B, T) seconds of each frame, or None (segment clips, the paper's path)."""
         compute_rank = self.training
         x_btd = self._with_frame_times(x_btd, frame_times)
-        segment_btd, prior_bt = x_btd, importance_prior_bt
-        if self.burst_frames:
-            segment_btd = x_btd[:, :-self.burst_frames]
-            prior_bt = importance_prior_bt[:, :-self.burst_frames] if importance_prior_bt is not None else None
-        sampled = [s(segment_btd, compute_rank_loss=compute_rank, importance_prior_bt=prior_bt)
+        split = x_btd.shape[1] - self.burst_frames  # where the burst part starts (T without one)
+        prior_bt = importance_prior_bt[:, :split] if importance_prior_bt is not None else None
+        sampled = [s(x_btd[:, :split], compute_rank_loss=compute_rank, importance_prior_bt=prior_bt)
                    for s in self.samplers]
         streams = [s.stream_bld for s in sampled]
         if self.fusion is not None:
@@ -96,29 +94,21 @@ class VidPrismHead(ExpertReadoutHead):
         keep_indices = [s.keep_index_bl for s in sampled]
         rank_losses = [s.rank_loss for s in sampled]
         if self.burst_frames:
-            streams, keep_indices, burst_rank_losses = self._append_burst_tokens(
-                x_btd, importance_prior_bt, streams, keep_indices, compute_rank)
-            rank_losses += burst_rank_losses
+            burst_prior_bt = importance_prior_bt[:, split:] if importance_prior_bt is not None else None
+            for g, burst in self._sample_burst(x_btd[:, split:], burst_prior_bt, compute_rank):
+                streams[g] = torch.cat([streams[g], burst.stream_bld], dim=1)
+                keep_indices[g] = torch.cat([keep_indices[g], burst.keep_index_bl + split], dim=1)
+                rank_losses.append(burst.rank_loss)
         expert_outputs, router_aux, router_z = self._run_experts(streams)
         return self._read_out(expert_outputs, x_btd, rank_loss=torch.stack(rank_losses).mean(),
                               router_aux_loss=router_aux, router_z_loss=router_z, keep_indices=keep_indices)
 
-    def _append_burst_tokens(self, x_btd: torch.Tensor, prior_bt: Optional[torch.Tensor], streams: list,
-                             keep_indices: list, compute_rank: bool) -> tuple[list, list, list]:
-        """Each fast rate group samples the burst part at its rate; its tokens follow the group's fused
-        segment tokens (the fusion runs on the segment streams, whose lengths it is built for)."""
-        burst_btd = x_btd[:, -self.burst_frames:]
-        burst_prior_bt = prior_bt[:, -self.burst_frames:] if prior_bt is not None else None
-        offset = x_btd.shape[1] - self.burst_frames
-        streams, keep_indices, rank_losses = list(streams), list(keep_indices), []
-        for g, sampler in enumerate(self.samplers):
-            if not self.reads_burst[g]:
-                continue
-            burst = sampler(burst_btd, compute_rank_loss=compute_rank, importance_prior_bt=burst_prior_bt)
-            streams[g] = torch.cat([streams[g], burst.stream_bld], dim=1)
-            keep_indices[g] = torch.cat([keep_indices[g], burst.keep_index_bl + offset], dim=1)
-            rank_losses.append(burst.rank_loss)
-        return streams, keep_indices, rank_losses
+    def _sample_burst(self, burst_btd: torch.Tensor, prior_bt: Optional[torch.Tensor], compute_rank: bool):
+        """(group, sampler output) for each fast rate group, sampling the burst part at its rate; the tokens
+        follow the group's fused segment tokens (the fusion runs on the segment streams, whose lengths it is
+        built for)."""
+        return [(g, sampler(burst_btd, compute_rank_loss=compute_rank, importance_prior_bt=prior_bt))
+                for g, sampler in enumerate(self.samplers) if self.reads_burst[g]]
 
     def _run_experts(self, streams: list[torch.Tensor]):
         """Streams (one per rate) -> one output per rate, plus router losses when experts are routed."""
