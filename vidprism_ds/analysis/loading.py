@@ -17,8 +17,8 @@ import torch
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ExperimentConfig
 from vidprism_ds.data.presets import load_class_names
-from vidprism_ds.data.stages import config_clip_sampling
-from vidprism_ds.model.video_model import VideoClassifier, build_video_model
+from vidprism_ds.model.video_model import VideoClassifier
+from vidprism_ds.train.experiment_model import build_experiment_model
 
 
 @dataclass
@@ -61,8 +61,7 @@ def load_export(export_path: str | Path, config_path: Optional[str | Path] = Non
     class_names = class_names_of(cfg)
     # The export holds every weight, the backbone's included: do not read pretrained weights as well.
     model_cfg = dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, pretrained_path=None))
-    model = build_video_model(model_cfg, len(class_names), cfg.data.num_frames, seed=cfg.train.seed,
-                              burst_frames=config_clip_sampling(cfg.data).burst_part).model
+    model = build_experiment_model(cfg, len(class_names), model_cfg).model
     state = torch.load(export_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return LoadedModel(cfg, model.eval(), class_names)

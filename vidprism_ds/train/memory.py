@@ -62,7 +62,6 @@ from deepspeed.moe.utils import is_moe_param
 from torch import nn
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
-from vidprism_ds.data.stages import config_clip_sampling
 from vidprism_ds.parallel.apply import find_expert_head, plan_placement
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
 from vidprism_ds.parallel.tensor_parallel import vision_blocks
@@ -748,15 +747,14 @@ def measure_shallow_activations(cfg: ExperimentConfig, dtype: torch.dtype) -> Ac
     the full depth. Exact: the blocks are identical, so each recorded (or frozen) block adds the same
     bytes. Per process (tp_size 1)."""
     from vidprism_ds.model.backbone import clip_model_config
-    from vidprism_ds.model.video_model import build_head
+    from vidprism_ds.train.experiment_model import build_experiment_head
 
     backbone_cfg = cfg.model.backbone
     model_cfg = clip_model_config(backbone_cfg.arch, backbone_cfg.image_size)
     full_recorded, full_frozen = _tower_blocks(backbone_cfg, model_cfg["vision_cfg"]["layers"])
     base_recorded = min(full_recorded, 1)
     base_frozen = 1 - base_recorded
-    head = build_head(cfg.model, int(model_cfg["embed_dim"]), _num_classes(cfg), max_frames=cfg.data.num_frames,
-                      burst_frames=config_clip_sampling(cfg.data).burst_part)
+    head = build_experiment_head(cfg, int(model_cfg["embed_dim"]), _num_classes(cfg))
     base = _measure_shallow(cfg, head, base_recorded, base_frozen, dtype)
     saved = base.saved_per_frame
     for more_recorded, more_frozen, count in ((1, 0, full_recorded - base_recorded), (0, 1, full_frozen - base_frozen)):
@@ -771,7 +769,7 @@ def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
     """The estimate for ``cfg`` on ``world_size`` GPUs: parameters counted on a model built on the meta
     device (no memory, any size), activations from ``activations`` or ``measure_shallow_activations``
     (they do not depend on the world size: pass one profile for several), divided by parallel.tp_size."""
-    from vidprism_ds.model.video_model import build_video_model
+    from vidprism_ds.train.experiment_model import build_experiment_model
     from vidprism_ds.parallel.context import validate_tp_size
     from vidprism_ds.parallel.tensor_parallel import check_tp_divides
     from vidprism_ds.train.ds_config import resolve_ds_config
@@ -781,8 +779,7 @@ def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
     dp_size = world_size // tp_size
     resolved = resolve_ds_config(ds_config, cfg, dp_size, True, cfg.model.variant != "meanpool")
     with torch.device("meta"):
-        model = build_video_model(cfg.model, _num_classes(cfg), cfg.data.num_frames, seed=cfg.train.seed,
-                                  burst_frames=config_clip_sampling(cfg.data).burst_part).model
+        model = build_experiment_model(cfg, _num_classes(cfg)).model
     check_tp_divides(vision_blocks(model), tp_size)
     profile = activations or measure_shallow_activations(cfg, _training_dtype(resolved))
     per_frame = dataclasses.replace(profile, tp_size=tp_size).per_frame

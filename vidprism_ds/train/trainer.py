@@ -25,13 +25,11 @@ from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
 from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, check_shards_at_start, eval_batch_videos
 from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
-from vidprism_ds.data.stages import config_clip_sampling
 from vidprism_ds.data.transforms import frames_to_device, normalise
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
 from vidprism_ds.model.classifier_slicing import apply_init_class_map, is_classifier_param
 from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.text_embeddings import class_text_embeddings
-from vidprism_ds.model.video_model import build_video_model
 from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
 from vidprism_ds.parallel.context import validate_tp_size
 from vidprism_ds.train import checkpoint_engine, optim
@@ -41,6 +39,7 @@ from vidprism_ds.train.compile import compile_model
 from vidprism_ds.train.distributed import init_distributed, rank_zero_first
 from vidprism_ds.train.ds_config import resolve_ds_config, training_dtype
 from vidprism_ds.train.evaluate import EvalResult, evaluate, write_eval_report
+from vidprism_ds.train.experiment_model import build_experiment_model
 from vidprism_ds.train.export import export_model
 from vidprism_ds.train.memory import report_and_check
 from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_eval_line, format_train_line
@@ -171,8 +170,7 @@ class Trainer:
     def _build_model(self, eval_class_names: Optional[list[str]]) -> None:
         """The model (with train.init_from), the class text embeddings it needs, expert parallelism."""
         cfg = self.cfg
-        built = build_video_model(cfg.model, self.num_classes, cfg.data.num_frames, seed=cfg.train.seed,
-                                  burst_frames=config_clip_sampling(cfg.data).burst_part)
+        built = build_experiment_model(cfg, self.num_classes)
         self.model = built.model
         if cfg.train.init_from:
             load_init_weights(self.model, cfg)
