@@ -9,8 +9,9 @@ from vidprism_ds.model.video_model import build_video_model
 SIZE, FRAMES, CLASSES = 32, 8, 3
 
 
-def _model(**kw):
-    return build_video_model(ModelConfig(backbone=BackboneConfig(image_size=SIZE), **kw), CLASSES, FRAMES).model
+def _model(burst_frames=0, **kw):
+    return build_video_model(ModelConfig(backbone=BackboneConfig(image_size=SIZE), **kw), CLASSES, FRAMES,
+                             burst_frames=burst_frames).model
 
 
 def _eval_batch(valid):
@@ -28,7 +29,7 @@ def test_collect_flattens_views_drops_padding_and_matches_the_model():
     assert spec.labels_n.tolist() == [0, 0, 1, 1, 0, 0]
     assert spec.expert_weights_ne.shape == (6, 4) and spec.expert_means_ned.shape[:2] == (6, 4)
     assert [k.shape for k in spec.keep_indices] == [(6, 4), (6, 2), (6, 1), (6, 1)]
-    assert spec.num_frames == FRAMES and model.training  # mode restored
+    assert spec.num_frames == FRAMES and spec.burst_frames == 0 and model.training  # mode restored
     with torch.no_grad():
         direct = model.eval()(normalise(batches[0]["frames"][:2].flatten(0, 1)))
     np.testing.assert_allclose(spec.expert_weights_ne[:4], direct.expert_weights.numpy(), rtol=1e-5, atol=1e-6)
@@ -68,3 +69,14 @@ def test_collect_passes_each_views_frame_times_to_the_model():
         without = model(clips)
     np.testing.assert_allclose(spec.expert_weights_ne, with_times.expert_weights.numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(spec.expert_weights_ne, without.expert_weights.numpy(), atol=1e-4)
+
+
+def test_collect_records_a_multirate_clips_burst_part():
+    model = _model(burst_frames=4, head=HeadConfig(frame_time_encoding=True))
+    batch = _eval_batch([True, True])
+    batch["frame_times"] = torch.cat([torch.arange(4) * 1.0, 1.5 + torch.arange(4) / 24]).expand(2, 2, -1)
+    spec = collect(model, [batch])
+    assert spec.burst_frames == 4
+    # the fast groups' windows over the burst part follow their segment windows (positions 4..7)
+    assert [k.shape[1] for k in spec.keep_indices] == [2 + 2, 1 + 1, 1, 1]
+    assert (spec.keep_indices[0][:, 2:] >= 4).all()

@@ -64,3 +64,23 @@ def test_keep_positions_has_a_colour_scale_and_rows_in_the_panels_order(saved):
     # rate 4 kept frame 3 in both clips: its row is the upper one, as in the clip panels (r=2 below r=4)
     assert histogram.images[0].origin == "lower" and rows[1].tolist() == [0.0, 0.0, 0.0, 1.0]
     assert [label.get_text() for label in histogram.get_yticklabels()] == ["r=2", "r=4"]
+
+
+def test_window_spans_restart_at_a_multirate_clips_burst_part_for_the_rates_reading_it():
+    assert plots.window_spans(8, 0, 4, 2) == [(0, 4), (4, 8)]
+    # 6 segment frames, 4 burst frames: rate 4's last segment window is short, and its burst windows start at 6
+    assert plots.window_spans(10, 4, 4, 3) == [(0, 4), (4, 6), (6, 10)]
+    assert plots.window_spans(10, 4, 8, 1) == [(0, 6)]  # a slow rate never reads the burst
+
+
+def test_keep_positions_of_a_multirate_clip_mark_the_burst_part(saved):
+    spec = Specialisation(labels_n=np.array([0]), predictions_n=np.array([0]),
+                          expert_weights_ne=np.full((1, 2), 0.5), expert_means_ned=np.ones((1, 2, 3)),
+                          keep_indices=[np.array([[1, 2, 4, 7]]), np.array([[3]])], num_frames=8, burst_frames=4)
+    plots.plot_keep_positions(spec, [2, 4], ["c0"], "k.png")
+    fig, = saved
+    clip_panel = fig.axes[0]
+    boundaries = [line.get_xdata()[0] for line in clip_panel.get_lines()]
+    assert boundaries == [3.5]
+    shaded = sorted((round(p.get_x() + 0.5), round(p.get_x() + p.get_width() + 0.5)) for p in clip_panel.patches)
+    assert shaded == [(0, 2), (0, 4), (4, 6)]  # r=2: windows 0 and 2 of [0,2) [2,4) [4,6) [6,8); r=4: its one window

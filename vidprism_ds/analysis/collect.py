@@ -24,6 +24,8 @@ class Specialisation:
     # head has no content-aware sampler (mean pooling, homogeneous experts)
     keep_indices: list[np.ndarray] = field(default_factory=list)
     num_frames: int = 0
+    # the last that many clip frames are a multirate clip's burst part (docs/model.md#multirate-clips-in-the-head)
+    burst_frames: int = 0
 
     @property
     def num_experts(self) -> int:
@@ -104,4 +106,5 @@ def collect(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], max_cl
     keep = [cat([k[r] for k in parts["keep"]]) for r in range(len(parts["keep"][0]))]
     return Specialisation(labels_n=cat(parts["labels"]).astype(np.int64), predictions_n=cat(parts["pred"]).astype(np.int64),
                           expert_weights_ne=cat(parts["weights"]), expert_means_ned=cat(parts["means"]),
-                          keep_indices=keep, num_frames=num_frames)
+                          keep_indices=keep, num_frames=num_frames,
+                          burst_frames=getattr(getattr(model, "head", None), "burst_frames", 0))

@@ -131,6 +131,16 @@ def plot_weight_grid(panels: dict[str, tuple[np.ndarray, Sequence[str]]], class_
     return save_figure(fig, path)
 
 
+def window_spans(num_frames: int, burst_frames: int, rate: int, windows: int) -> list[tuple[int, int]]:
+    """[start, end) frames of each of a rate's ``windows`` sampler windows: over the clip, or for a multirate
+    clip over its segment part, then over its burst part when the rate has windows there too (a fast group)."""
+    split = num_frames - burst_frames
+    spans = [(start, min(start + rate, split)) for start in range(0, split, rate)]
+    if windows > len(spans):
+        spans += [(start, min(start + rate, num_frames)) for start in range(split, num_frames, rate)]
+    return spans
+
+
 def plot_keep_positions(spec: Specialisation, rates: Sequence[int], class_names: Sequence[str], path: str | Path,
                         clips_per_class: int = 1) -> Path:
     """Which frame each rate's sampler kept, over time: one row per example clip (the first
@@ -143,10 +153,10 @@ def plot_keep_positions(spec: Specialisation, rates: Sequence[int], class_names:
     axes = np.atleast_1d(fig.subplots(len(examples) + 1, 1, sharex=True))
     for ax, clip in zip(axes, examples):
         for row, (rate, keep_nw) in enumerate(zip(rates, spec.keep_indices)):
-            for start in range(0, num_frames, rate):  # window spans, alternately shaded
-                if (start // rate) % 2 == 0:
-                    ax.axvspan(start - 0.5, min(start + rate, num_frames) - 0.5, ymin=row / len(rates),
-                               ymax=(row + 1) / len(rates), color="0.9", lw=0)
+            spans = window_spans(num_frames, spec.burst_frames, rate, keep_nw.shape[1])
+            for start, end in spans[::2]:  # window spans, alternately shaded
+                ax.axvspan(start - 0.5, end - 0.5, ymin=row / len(rates), ymax=(row + 1) / len(rates),
+                           color="0.9", lw=0)
             ax.scatter(keep_nw[clip], np.full(keep_nw.shape[1], row), s=14, color=f"C{row}")
         label_ticks(ax.yaxis, [f"r={r}" for r in rates], fontsize=7)
         ax.set_ylim(-0.5, len(rates) - 0.5)
@@ -158,7 +168,10 @@ def plot_keep_positions(spec: Specialisation, rates: Sequence[int], class_names:
                             extent=(-0.5, num_frames - 0.5, -0.5, len(rates) - 0.5))
     label_ticks(axes[-1].yaxis, [f"r={r}" for r in rates], fontsize=7)
     axes[-1].set_title(f"fraction of all {len(spec.labels_n)} clips keeping each frame", fontsize=8)
-    axes[-1].set_xlabel("frame index")
+    axes[-1].set_xlabel("frame index" + (" (the burst part after the dashed line)" if spec.burst_frames else ""))
+    if spec.burst_frames:
+        for ax in axes:
+            ax.axvline(num_frames - spec.burst_frames - 0.5, color="0.3", ls="--", lw=0.8)
     fig.colorbar(image, ax=axes[-1], location="bottom", shrink=0.5, aspect=40,
                  label="fraction of clips in which the rate's sampler kept the frame")
     return save_figure(fig, path)
