@@ -27,6 +27,14 @@ def test_ep2_matches_single_process_forward_and_gradients():
 
 
 @pytest.mark.slow
+def test_ep2_matches_single_process_on_multirate_clips():
+    """The fast experts read their burst tokens too: longer streams than the slow experts' on the same rank."""
+    reports = run_workers("tests.parallel.workers:ep_forward_backward", 2, ep_size=2, burst_frames=8)
+    assert sorted(e for r in reports for e in r["local_experts"]) == [0, 1, 2, 3]
+    _check(reports)
+
+
+@pytest.mark.slow
 def test_ep4_and_scaled_experts_match_single_process():
     reports = run_workers("tests.parallel.workers:ep_forward_backward", 4, ep_size=4, experts_per_rate=2,
                           capacity_factor=1.0)

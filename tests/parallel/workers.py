@@ -16,11 +16,13 @@ from vidprism_ds.parallel.checkpoint import consolidated_state_dict
 DIM, FRAMES, CLASSES, BATCH = 32, 16, 5, 3
 
 
-def build_head(experts_per_rate: int = 1, capacity_factor=None, mode: str = "default") -> VidPrismHead:
+def build_head(experts_per_rate: int = 1, capacity_factor=None, mode: str = "default",
+               burst_frames: int = 0) -> VidPrismHead:
+    """``burst_frames`` > 0: the clips are multirate clips whose last that many frames are the burst part."""
     torch.manual_seed(0)
     cfg = HeadConfig(mode=mode, experts_per_rate=experts_per_rate, router_topk=1,
                      router_capacity_factor=capacity_factor)
-    return VidPrismHead(DIM, CLASSES, cfg, max_frames=FRAMES)
+    return VidPrismHead(DIM, CLASSES, cfg, max_frames=FRAMES, burst_frames=burst_frames)
 
 
 def rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +35,8 @@ def head_loss(head, x_btd, labels):
     return out, F.cross_entropy(out.logits, labels) + out.rank_loss + out.diversity_loss + out.router_aux_loss
 
 
-def ep_forward_backward(ep_size: int, experts_per_rate: int = 1, capacity_factor=None, mode: str = "default"):
+def ep_forward_backward(ep_size: int, experts_per_rate: int = 1, capacity_factor=None, mode: str = "default",
+                        burst_frames: int = 0):
     """EP forward and gradients vs the unsharded head on one process.
 
     Reference for expert e: the gradient of the summed losses of every rank in e's EP group (the
@@ -41,7 +44,7 @@ def ep_forward_backward(ep_size: int, experts_per_rate: int = 1, capacity_factor
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     ctx = init_expert_parallel(ep_size)
-    head = build_head(experts_per_rate, capacity_factor, mode)
+    head = build_head(experts_per_rate, capacity_factor, mode, burst_frames)
     reference = copy.deepcopy(head)
     placement = parallelize_model(head, ctx)
 
