@@ -62,9 +62,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                 "VidPrism default, TSN segments over the sparse base (the paper's clips)"),
     "dense": (["data.clip_sampling=dense", "model.head.frame_time_encoding=true"],
               "VidPrism default, T consecutive frames of one dense burst, with frame times"),
-    "multirate": (["data.clip_sampling=multirate", "model.head.frame_time_encoding=true"],
+    "multirate": (["data.clip_sampling=multirate", "model.head.frame_time_encoding=true",
+                   "model.head.expert_pos_embed=true"],
                   "VidPrism default, the segment clip + T consecutive burst frames (2 T frames), with frame times; "
-                  "the fast experts also read the burst"),
+                  "the fast experts also read the burst, with learned positions"),
     "homogeneous-multirate": (["model.variant=homogeneous", "data.clip_sampling=multirate",
                                "model.head.frame_time_encoding=true"],
                               "MoTE-style homogeneous head on multirate clips (2 T frames), with frame times"),

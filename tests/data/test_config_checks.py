@@ -38,7 +38,7 @@ def test_clip_sampling_modes_with_their_parameters_pass():
     cfg.data.clip_sampling, cfg.data.dense_stride = "dense", 2
     validate(cfg)
     cfg.data.clip_sampling, cfg.data.num_frames, cfg.data.multirate_burst_frames = "multirate", 8, 7
-    cfg.model.head.frame_time_encoding = True
+    cfg.model.head.frame_time_encoding = cfg.model.head.expert_pos_embed = True
     validate(cfg)
 
 
@@ -56,9 +56,23 @@ def test_multirate_clips_need_the_heads_frame_time_encoding_except_for_a_frame_b
 def test_multirate_clips_need_a_fast_rate_group_to_read_the_burst():
     cfg = ExperimentConfig()
     cfg.data.clip_sampling, cfg.model.head.frame_time_encoding = "multirate", True
+    cfg.model.head.expert_pos_embed = True
     validate(cfg)
     cfg.model.head.slow_rate_min = 2  # every rate of 2, 4, 8, 16 is slow
     with pytest.raises(ConfigError, match="^model.head.slow_rate_min: 2 makes every rate"):
         validate(cfg)
     cfg.data.clip_sampling = "dense"
+    validate(cfg)
+
+
+def test_vidprism_on_multirate_clips_needs_positions_in_its_experts():
+    cfg = ExperimentConfig()
+    cfg.data.clip_sampling, cfg.model.head.frame_time_encoding = "multirate", True
+    with pytest.raises(ConfigError, match="^model.head.expert_pos_embed: must be true with data.clip_sampling=multirate"):
+        validate(cfg)
+    cfg.model.head.expert_pos_embed = True
+    validate(cfg)
+    cfg.model.head.expert_pos_embed, cfg.model.variant = False, "homogeneous"  # reads all frames in one stream
+    validate(cfg)
+    cfg.model.variant, cfg.data.clip_sampling = "vidprism", "segment"  # the paper's experts have none
     validate(cfg)

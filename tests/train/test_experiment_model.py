@@ -9,7 +9,7 @@ from vidprism_ds.config import load_config
 from vidprism_ds.train.experiment_model import build_experiment_head, build_experiment_model
 
 TINY = ["model.backbone.arch=tiny", "model.backbone.image_size=32", "data.image_size=32", "data.num_frames=12",
-        "model.head.frame_time_encoding=true", "model.num_classes=3"]
+        "model.head.frame_time_encoding=true", "model.head.expert_pos_embed=true", "model.num_classes=3"]
 
 
 @pytest.mark.parametrize("clip_overrides, burst_frames", [

@@ -280,6 +280,16 @@ def check_multirate_has_a_fast_group(cfg: ExperimentConfig) -> None:
              "data.clip_sampling=multirate a fast rate group (rate < slow_rate_min) reads the burst frames")
 
 
+def check_multirate_experts_have_positions(cfg: ExperimentConfig) -> None:
+    """VidPrism's fast experts read a multirate clip's burst tokens after their segment tokens; without learned
+    positions the frequency benchmark's blink classes stayed near chance (docs/model.md#multirate-clips-in-the-head)."""
+    _require(cfg.data.clip_sampling != "multirate" or cfg.model.variant != "vidprism" or cfg.model.head.expert_pos_embed,
+             "model.head.expert_pos_embed",
+             "must be true with data.clip_sampling=multirate (model.variant=vidprism): the fast experts tell "
+             "how fast an event repeats in the burst from where each burst token sits, which their attention "
+             "reads from learned positions (docs/model.md#multirate-clips-in-the-head)")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     _require_finite(cfg, "")  # first: the range checks below assume real numbers
     _validate_model(cfg.model)
@@ -288,6 +298,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _validate_train(cfg.train, cfg.data)
     check_frame_times_reach_the_head(cfg.data.clip_sampling, cfg.model.variant, cfg.model.head.frame_time_encoding)
     check_multirate_has_a_fast_group(cfg)
+    check_multirate_experts_have_positions(cfg)
     head = cfg.model.head
     check_ep_size(cfg.parallel.ep_size, len(head.sampling_rates) * head.experts_per_rate)
     # the world size and the ViT's heads are known only at launch: parallel.context.validate_tp_size and
