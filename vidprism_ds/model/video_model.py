@@ -70,8 +70,8 @@ def build_video_model(cfg: ModelConfig, num_classes: int, num_frames: int, seed:
                       burst_frames: int = 0) -> BuiltModel:
     """Build the classifier on one process. Parallelism is applied afterwards, never here.
 
-    ``burst_frames``: every clip ends in that many burst frames (a multirate clip; the data config's
-    ``config_clip_sampling(cfg.data).burst_part``), 0 for segment and dense clips."""
+    ``burst_frames``: every clip ends in that many burst frames (a multirate clip), 0 for segment and dense
+    clips. ``vidprism_ds.train.experiment_model`` reads both clip sizes off an experiment's data config."""
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1 (model.num_classes or the dataset's label list)")
     backbone, clip_model = build_frame_encoder(cfg.backbone, seed=seed)
