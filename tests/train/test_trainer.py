@@ -24,7 +24,7 @@ def test_a_global_batch_this_world_cannot_make_fails_before_the_model_is_built(t
     def never(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr(trainer_module, "build_video_model", never)
+    monkeypatch.setattr(trainer_module, "build_experiment_model", never)
     monkeypatch.setattr(trainer_module, "check_inputs", lambda *args: None)  # no shards needed here
     monkeypatch.setattr(trainer_module, "init_distributed", lambda: (0, 1, __import__("torch").device("cpu")))
     cfg = load_config(None, ["train.global_batch=24", "train.micro_batch=16", f"train.output_dir={tmp_path}"])
