@@ -267,7 +267,9 @@ def machine() -> str:
 
 
 def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, class_names: Sequence[str],
-                   load: str = "") -> BenchmarkSpec:
+                   load: str = "", timing: str = "") -> BenchmarkSpec:
+    """``timing``: the wall-time line as written, for a table assembled from runs made one at a time (the
+    records' meta file says so); else the whole table's time and load."""
     factors = {"synthetic": SYNTHETIC_FACTORS, "heldout": HELDOUT_FACTORS,
                "frequency": FREQUENCY_FACTORS}[settings.dataset]
     return BenchmarkSpec(
@@ -282,8 +284,8 @@ def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, 
                         f"(warmup {settings.warmup_steps}, cosine), official loss weights, one process, CPU",
             "seeds": ", ".join(str(s) for s in settings.seeds) + " (model init and data order; same videos)",
             "machine": machine(),
-            "wall time": f"{total_seconds / 60:.1f} min for the whole table (data preparation included)"
-                         + (f"; 1-minute load average at start / end: {load}" if load else ""),
+            "wall time": timing or (f"{total_seconds / 60:.1f} min for the whole table (data preparation included)"
+                                    + (f"; 1-minute load average at start / end: {load}" if load else "")),
         })
 
 
@@ -295,13 +297,13 @@ def _frames_text(settings: BenchSettings) -> str:
     bursts = " ".join(settings.shard_options)
     return (f"{settings.source_frames or settings.frames} frames at {DEFAULT_FPS} fps; shards keep a base of "
             f"{settings.base_frames or settings.frames} frames (`--max-frames`){f' and `{bursts}`' if bursts else ''}; "
-            f"clips of {settings.frames} frames")
+            f"clips of {settings.frames} frames (multirate: {settings.frames} segment + {settings.frames} burst frames)")
 
 
 def write_report(settings: BenchSettings, records: list[RunRecord], class_names: Sequence[str], report: Path,
                  figures: Path, command: str, total_seconds: float,
-                 extra: Callable[[list[RunRecord]], str] | None = None, load: str = "") -> str:
-    spec = benchmark_spec(settings, command, total_seconds, class_names, load)
+                 extra: Callable[[list[RunRecord]], str] | None = None, load: str = "", timing: str = "") -> str:
+    spec = benchmark_spec(settings, command, total_seconds, class_names, load, timing)
     paths = write_figures(spec, records, figures, prefix=f"{settings.name}_")
     relative = {role: os.path.relpath(path, report.parent) for role, path in paths.items()}
     text = render_markdown(spec, records, relative)
@@ -427,7 +429,8 @@ def main(argv=None) -> int:
         records = load_records(records_path)
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         write_report(settings, records, class_names, report, figures, meta.get("command", command),
-                     meta.get("total_seconds", sum(r.train_seconds for r in records)), extra, meta.get("load", ""))
+                     meta.get("total_seconds", sum(r.train_seconds for r in records)), extra, meta.get("load", ""),
+                     meta.get("timing", ""))
         return 0
 
     with tempfile.TemporaryDirectory() as temporary:

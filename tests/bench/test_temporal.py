@@ -63,3 +63,14 @@ def test_multirate_variants_add_a_burst_as_long_as_the_segment_clip(tmp_path):
             assert (cfg.data.num_frames, cfg.data.multirate_burst_frames) == (32, 16)
         else:
             assert cfg.data.num_frames == 16
+
+
+def test_a_table_assembled_from_separate_runs_says_how_they_ran():
+    settings = temporal.FREQUENCY
+    names = temporal.class_names_of("frequency")
+    whole = temporal.benchmark_spec(settings, "cmd", 600.0, names, load="1.0 / 2.0")
+    assert whole.settings["wall time"] == ("10.0 min for the whole table (data preparation included); "
+                                           "1-minute load average at start / end: 1.0 / 2.0")
+    assembled = temporal.benchmark_spec(settings, "cmd", 600.0, names, timing="6 runs, one at a time")
+    assert assembled.settings["wall time"] == "6 runs, one at a time"
+    assert "16 segment + 16 burst frames" in whole.settings["videos"]
