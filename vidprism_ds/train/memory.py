@@ -769,10 +769,10 @@ def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
     """The estimate for ``cfg`` on ``world_size`` GPUs: parameters counted on a model built on the meta
     device (no memory, any size), activations from ``activations`` or ``measure_shallow_activations``
     (they do not depend on the world size: pass one profile for several), divided by parallel.tp_size."""
-    from vidprism_ds.train.experiment_model import build_experiment_model
     from vidprism_ds.parallel.context import validate_tp_size
     from vidprism_ds.parallel.tensor_parallel import check_tp_divides
     from vidprism_ds.train.ds_config import resolve_ds_config
+    from vidprism_ds.train.experiment_model import build_experiment_model
 
     tp_size, ep_size = cfg.parallel.tp_size, cfg.parallel.ep_size
     validate_tp_size(tp_size, ep_size, world_size)
