@@ -89,3 +89,13 @@ def test_class_groups_get_mean_per_class_accuracy_per_seed_with_a_table_and_a_fi
     assert "![out and back by variant](results/g_accuracy_group_out_and_back.png)" in text
     # without groups the table is not there
     assert "by class group" not in render_markdown(SPEC, records, {})
+
+
+def test_accuracy_figures_name_their_measure_on_the_y_axis(monkeypatch, tmp_path):
+    import vidprism_ds.analysis.plots as plots
+    labels = {}
+    monkeypatch.setattr(plots, "save_figure",
+                        lambda fig, path, dpi=110: labels.setdefault(path.name, fig.axes[0].get_ylabel()) and path)
+    write_figures(GROUPED, [_record("a", 0, HALF_STEADY)], tmp_path, prefix="g_")
+    assert labels["g_accuracy_by_variant.png"] == "top-1"
+    assert labels["g_accuracy_group_steady.png"] == "mean per-class accuracy"

@@ -243,7 +243,7 @@ def write_figures(spec: BenchmarkSpec, records: Sequence[RunRecord], figure_dir:
         paths[role] = plot_accuracy_by_variant(
             {n: [r.group_accuracy(class_ids) for r in runs] for n, runs in groups.items()},
             figure_dir / f"{prefix}accuracy_{role}.png", chance=1.0 / len(class_ids),
-            title=f"{spec.title}: {group}, mean per-class accuracy")
+            title=f"{spec.title}: {group}, mean per-class accuracy", ylabel="mean per-class accuracy")
     with_experts = {n: runs for n, runs in groups.items() if len(runs[0].expert_names) > 1}
     if with_experts:
         paths["similarity"] = plot_similarity_grid(

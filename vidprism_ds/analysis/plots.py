@@ -178,8 +178,9 @@ def plot_keep_positions(spec: Specialisation, rates: Sequence[int], class_names:
 
 
 def plot_accuracy_by_variant(accuracy_by_variant: dict[str, Sequence[float]], path: str | Path,
-                             chance: Optional[float] = None, title: str = "top-1 by variant") -> Path:
-    """Bar of the mean per variant with every seed's value as a dot."""
+                             chance: Optional[float] = None, title: str = "top-1 by variant",
+                             ylabel: str = "top-1") -> Path:
+    """Bar of the mean per variant with every seed's value as a dot; ``ylabel`` names the measure."""
     names = list(accuracy_by_variant)
     fig = Figure(figsize=(1.0 + 0.8 * len(names), 3.6))
     ax = fig.subplots()
@@ -193,6 +194,6 @@ def plot_accuracy_by_variant(accuracy_by_variant: dict[str, Sequence[float]], pa
         ax.legend(fontsize=8)
     label_ticks(ax.xaxis, names, rotation=30)
     ax.set_ylim(0, 1.02)
-    ax.set_ylabel("top-1")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
