@@ -95,7 +95,7 @@ def test_accuracy_figures_name_their_measure_on_the_y_axis(monkeypatch, tmp_path
     import vidprism_ds.analysis.plots as plots
     labels = {}
     monkeypatch.setattr(plots, "save_figure",
-                        lambda fig, path, dpi=110: labels.setdefault(path.name, fig.axes[0].get_ylabel()) and path)
+                        lambda fig, path, dpi=110: labels.update({path.name: fig.axes[0].get_ylabel()}) or path)
     write_figures(GROUPED, [_record("a", 0, HALF_STEADY)], tmp_path, prefix="g_")
     assert labels["g_accuracy_by_variant.png"] == "top-1"
     assert labels["g_accuracy_group_steady.png"] == "mean per-class accuracy"
