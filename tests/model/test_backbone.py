@@ -16,6 +16,7 @@ from vidprism_ds.model.backbone import (
     build_shallow_frame_encoder,
     clip_model_config,
     get_tokenizer,
+    transformer_blocks,
 )
 from vidprism_ds.model.clip_weights import ClipWeightsError, check_state_dict_fits
 
@@ -139,6 +140,19 @@ def test_a_shallow_tower_has_the_archs_blocks():
     assert shapes[0] == shapes[1]
     assert shallow.visual.transformer.grad_checkpointing and shallow.trainable_blocks == 2  # all it has
     assert not any(p.requires_grad for p in shallow.visual.conv1.parameters())
+
+
+def test_transformer_blocks_are_found_with_their_names_and_checkpointing():
+    encoder, clip_model = build_frame_encoder(_tiny_cfg(grad_checkpointing=True), seed=0)
+    blocks = transformer_blocks(encoder)
+    assert [b.name for b in blocks] == [f"visual.transformer.resblocks.{i}" for i in range(encoder.num_blocks)]
+    assert all(b.module is encoder.visual.transformer.resblocks[i] for i, b in enumerate(blocks))
+    assert all(b.checkpointed for b in blocks)
+    # the CLIP model also holds the text tower, whose blocks are not checkpointed here
+    text = [b for b in transformer_blocks(clip_model) if not b.name.startswith("visual.")]
+    assert text and [b.name for b in text][0] == "transformer.resblocks.0" and not any(b.checkpointed for b in text)
+    encoder.set_grad_checkpointing(False)
+    assert not any(b.checkpointed for b in transformer_blocks(encoder))
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def test_empty_map_leaves_the_state_alone_and_bad_sources_are_refused():
 def test_fresh_map_keeps_everything_but_the_classifier(tmp_path):
     """UCF101 from a K710 model: 101 new classifier rows, every other weight from the checkpoint."""
     from vidprism_ds.config import load_config
-    from vidprism_ds.train.trainer import load_init_weights as _load_init_weights
+    from vidprism_ds.model.classifier_slicing import load_init_weights
 
     k710_model = _model(710, seed=1)
     path = tmp_path / "k710.pt"
@@ -57,7 +57,7 @@ def test_fresh_map_keeps_everything_but_the_classifier(tmp_path):
     fine_tune = _model(101, seed=2)
     new_classifier = fine_tune.head.classifier.weight.detach().clone()
     cfg = load_config(overrides=["data.dataset=ucf101", f"train.init_from={path}", "train.init_class_map=fresh"])
-    _load_init_weights(fine_tune, cfg)
+    load_init_weights(fine_tune, cfg.train.init_from, cfg.train.init_class_map)
 
     loaded = fine_tune.state_dict()
     for key, value in k710_model.state_dict().items():
@@ -71,6 +71,6 @@ def test_fresh_map_keeps_everything_but_the_classifier(tmp_path):
     bad = {k: v for k, v in k710_model.state_dict().items() if "experts" not in k}
     torch.save(bad, path)
     with pytest.raises(RuntimeError, match="does not match the model"):
-        _load_init_weights(_model(101, seed=2), cfg)
+        load_init_weights(_model(101, seed=2), cfg.train.init_from, cfg.train.init_class_map)
     with pytest.raises(ValueError, match="no classifier to drop"):
         apply_init_class_map({"proj.weight": torch.zeros(3, 3)}, "fresh")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 import open_clip
@@ -28,6 +29,28 @@ from torch import nn
 from vidprism_ds.config.schema import BackboneConfig, FreezeMode
 from vidprism_ds.config.validation import TINY_ARCH, check_backbone_arch, check_trainable_blocks
 from vidprism_ds.model.clip_weights import load_clip_weights, weights_file_digest
+
+@dataclass(frozen=True)
+class TransformerBlock:
+    name: str  # qualified name inside the module it was found in
+    module: nn.Module  # an open_clip ``ResidualAttentionBlock``
+    checkpointed: bool  # its transformer recomputes it in the backward pass
+
+
+def transformer_blocks(module: nn.Module) -> list[TransformerBlock]:
+    """Every residual block of the open_clip transformers inside ``module`` (a ``VideoClassifier``, a
+    ``FrameEncoder``, a bare tower), in module order: the one way the code finds the ViT blocks (to
+    freeze, compile, shard with tensor parallelism, or measure them). open_clip keeps a tower's blocks in
+    the ``resblocks`` list of its ``Transformer`` and sets ``grad_checkpointing`` on that ``Transformer``."""
+    found = []
+    for name, holder in module.named_modules():
+        resblocks = getattr(holder, "resblocks", None)
+        if isinstance(resblocks, nn.ModuleList):
+            prefix = f"{name}.resblocks" if name else "resblocks"
+            checkpointed = bool(getattr(holder, "grad_checkpointing", False))
+            found += [TransformerBlock(f"{prefix}.{i}", block, checkpointed) for i, block in enumerate(resblocks)]
+    return found
+
 
 # Every supported arch uses CLIP's BPE vocabulary (49408 tokens) with 77-token prompts.
 CLIP_CONTEXT_LENGTH = 77
@@ -157,7 +180,7 @@ class FrameEncoder(nn.Module):
         super().__init__()
         if freeze not in FREEZE_MODES:
             raise ValueError(f"model.backbone.freeze: {freeze!r} is not one of {list(FREEZE_MODES)}")
-        check_trainable_blocks(freeze, trainable_blocks, num_blocks=len(visual.transformer.resblocks))
+        check_trainable_blocks(freeze, trainable_blocks, num_blocks=len(transformer_blocks(visual)))
         self.visual = visual
         self.freeze = freeze
         self.trainable_blocks = trainable_blocks
@@ -176,15 +199,15 @@ class FrameEncoder(nn.Module):
 
     @property
     def num_blocks(self) -> int:
-        return len(self.visual.transformer.resblocks)
+        return len(transformer_blocks(self.visual))
 
     def _apply_freeze(self) -> None:
         train_all = self.freeze == "none"
         for parameter in self.visual.parameters():
             parameter.requires_grad_(train_all)
         if self.freeze == "partial":
-            blocks = self.visual.transformer.resblocks
-            trainable: list[nn.Module] = list(blocks[len(blocks) - self.trainable_blocks:])
+            blocks = [block.module for block in transformer_blocks(self.visual)]
+            trainable: list[nn.Module] = blocks[len(blocks) - self.trainable_blocks:]
             trainable.append(self.visual.ln_post)
             for module in trainable:
                 for parameter in module.parameters():

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
+from torch import nn
 
 from vidprism_ds.data.presets import FRESH_CLASSIFIER, get_preset, load_k710_index
 
@@ -67,3 +68,17 @@ def apply_init_class_map(state_dict: Mapping[str, torch.Tensor], init_class_map:
         return drop_classifier(state_dict)
     rows = load_k710_index(init_class_map)
     return slice_classifier(state_dict, rows, source_classes=get_preset("k710").num_classes)
+
+
+def load_init_weights(model: nn.Module, init_from: str, init_class_map: str) -> None:
+    """``train.init_from`` (a state dict file) into ``model``, its classifier mapped by
+    ``train.init_class_map`` (``apply_init_class_map``); raises when anything but a dropped classifier is
+    missing or left over."""
+    state = torch.load(init_from, map_location="cpu", weights_only=True)
+    state = apply_init_class_map(state, init_class_map)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if init_class_map == FRESH_CLASSIFIER:  # the new classifier is meant to be missing
+        missing = [key for key in missing if not is_classifier_param(key)]
+    if missing or unexpected:
+        raise RuntimeError(f"train.init_from {init_from}: does not match the model (missing "
+                           f"{missing[:5]}, unexpected {unexpected[:5]})")

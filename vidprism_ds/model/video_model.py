@@ -58,8 +58,14 @@ class BuiltModel:
     clip: nn.Module  # the full CLIP (shares the visual tower); its text tower makes class embeddings
 
 
+def has_experts(cfg: ModelConfig) -> bool:
+    """Whether ``build_head`` gives a head with experts (what expert parallelism and DeepSpeed's MoE rules
+    apply to): every variant but the mean-pooling baseline."""
+    return cfg.variant != "meanpool"
+
+
 def build_head(cfg: ModelConfig, dim: int, num_classes: int, max_frames: int, burst_frames: int = 0) -> nn.Module:
-    if cfg.variant == "meanpool":
+    if not has_experts(cfg):
         return MeanPoolHead(dim, num_classes)
     if cfg.variant == "homogeneous":
         return HomogeneousHead(dim, num_classes, cfg.head, max_frames=max_frames, burst_frames=burst_frames)
@@ -71,7 +77,7 @@ def build_video_model(cfg: ModelConfig, num_classes: int, num_frames: int, seed:
     """Build the classifier on one process. Parallelism is applied afterwards, never here.
 
     ``burst_frames``: every clip ends in that many burst frames (a multirate clip), 0 for segment and dense
-    clips. ``vidprism_ds.train.experiment_model`` reads both clip sizes off an experiment's data config."""
+    clips. ``vidprism_ds.model.build`` reads both clip sizes off an experiment's data config."""
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1 (model.num_classes or the dataset's label list)")
     backbone, clip_model = build_frame_encoder(cfg.backbone, seed=seed)

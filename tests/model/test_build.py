@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidprism_ds.config import load_config
-from vidprism_ds.train.experiment_model import build_experiment_head, build_experiment_model
+from vidprism_ds.model.build import build_experiment_head, build_experiment_model
 
 TINY = ["model.backbone.arch=tiny", "model.backbone.image_size=32", "data.image_size=32", "data.num_frames=12",
         "model.head.frame_time_encoding=true", "model.head.expert_pos_embed=true", "model.num_classes=3"]
@@ -35,3 +35,15 @@ def test_the_seed_and_a_replaced_model_config_are_used():
     assert not torch.equal(first.head.classifier.weight, other_seed.model.head.classifier.weight)
     meanpool = dataclasses.replace(cfg.model, variant="meanpool")
     assert type(build_experiment_model(cfg, 3, meanpool).model.head).__name__ == "MeanPoolHead"
+
+
+@pytest.mark.parametrize("variant, experts", [("vidprism", True), ("homogeneous", True), ("meanpool", False)])
+def test_has_experts_says_what_the_built_head_holds(variant, experts):
+    """The one rule the launch checks, DeepSpeed's MoE settings and the memory estimate use must agree with
+    the head that is built (expert parallelism finds its experts by looking)."""
+    from vidprism_ds.model.video_model import has_experts
+    from vidprism_ds.parallel import find_expert_head
+
+    cfg = load_config(None, TINY + [f"model.variant={variant}"])
+    assert has_experts(cfg.model) is experts
+    assert (find_expert_head(build_experiment_model(cfg, num_classes=3).model) is not None) is experts

@@ -13,7 +13,7 @@ from typing import Optional
 from torch import nn
 
 from vidprism_ds.config.schema import ExperimentConfig, ModelConfig
-from vidprism_ds.data.stages import config_clip_sampling
+from vidprism_ds.data.clip_settings import config_clip_sampling
 from vidprism_ds.model.video_model import BuiltModel, build_head, build_video_model
 
 
