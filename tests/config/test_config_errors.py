@@ -4,7 +4,6 @@ YAML that does not parse, a --set value that is not YAML, numbers that are not f
 data without shards, and a custom dataset that does not say whether it may be flipped.
 """
 
-import json
 import math
 import re
 import subprocess
@@ -14,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from vidprism_ds.config import ConfigError, ExperimentConfig, load_config, validate
-from vidprism_ds.config.validation import check_run_data, effective_hflip
 from vidprism_ds.train.cli import EXIT_CONFIG, main
-from vidprism_ds.train.demo import DEMO_CONFIG
+from vidprism_ds.train.run_config import DEMO_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,13 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 def _write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
-    return path
-
-
-def _shard_dir(path: Path) -> Path:
-    """A directory that looks like data_prep/shard.py's --out (the check only looks for the manifest)."""
-    path.mkdir(parents=True)
-    (path / "manifest.json").write_text(json.dumps({}))
     return path
 
 
@@ -153,21 +144,6 @@ def test_eval_only_needs_the_validation_shards_only(tmp_path, capsys):
     assert "data.val_shards: is empty" in _config_error_line(capsys, ["--config", str(path), "--eval-only"])
 
 
-def test_a_shard_directory_must_exist_and_hold_a_manifest(tmp_path):
-    cfg = ExperimentConfig()
-    cfg.data.train_shards, cfg.data.val_shards = str(tmp_path / "absent"), str(_shard_dir(tmp_path / "val"))
-    with pytest.raises(ConfigError, match="^data.train_shards: .*absent is not a directory"):
-        check_run_data(cfg)
-    (tmp_path / "half").mkdir()
-    cfg.data.train_shards = str(tmp_path / "half")
-    with pytest.raises(ConfigError, match="^data.train_shards: .*half has no manifest.json"):
-        check_run_data(cfg)
-    cfg.data.train_shards = str(_shard_dir(tmp_path / "train"))
-    check_run_data(cfg)
-    cfg.data.train_shards, cfg.train.eval_only = "", True
-    check_run_data(cfg)
-
-
 def test_the_demo_is_not_asked_for_shards(tmp_path, capsys):
     """Without --config the demo makes its shards itself: the next check (the DeepSpeed JSON) is reached."""
     absent = tmp_path / "absent.json"
@@ -190,24 +166,6 @@ def test_a_custom_dataset_must_say_whether_it_may_be_flipped(tmp_path, capsys):
     empty = _write(tmp_path, "")
     line = _config_error_line(capsys, ["--config", str(empty), "--set", custom[0], "--set", custom[1]])
     assert line.startswith("config error: data.hflip: ")
-
-
-@pytest.mark.parametrize("dataset, hflip, flips", [
-    ("k400", None, True), ("k400", True, True), ("k400", False, False),
-    ("ucf101", None, True), ("hmdb51", None, True),
-    ("ssv2", None, False), ("ssv2", False, False), ("ssv2", True, False),  # True is refused by validate
-    ("synthetic", None, False),
-    ("custom", True, True), ("custom", False, False), ("custom", None, False),  # None is refused by validate
-])
-def test_effective_hflip_lets_the_preset_decide_null(dataset, hflip, flips):
-    cfg = ExperimentConfig()
-    cfg.data.dataset, cfg.data.hflip = dataset, hflip
-    assert effective_hflip(cfg.data) is flips
-
-
-def test_the_default_config_and_the_demo_never_flip():
-    assert load_config().data.hflip is None and not effective_hflip(load_config().data)
-    assert not effective_hflip(load_config(DEMO_CONFIG).data)
 
 
 def test_null_hflip_loads_from_yaml(tmp_path):

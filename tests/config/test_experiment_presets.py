@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from vidprism_ds.config import dump_yaml, load_config
-from vidprism_ds.config.validation import NAMED_ARCHS, effective_hflip
-from vidprism_ds.data.presets import K710_SUBSETS, get_preset, is_direction_sensitive
+from vidprism_ds.config.validation import NAMED_ARCHS
+from vidprism_ds.data.presets import K710_SUBSETS, effective_hflip, get_preset, is_direction_sensitive
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = sorted(CONFIGS.glob("*.yaml"))
@@ -26,7 +26,7 @@ def test_preset_loads_and_round_trips(path, tmp_path):
     assert load_config(dumped) == cfg
     # the recipe's fixed points: 32 frames, flips exactly where the classes do not depend on direction
     assert cfg.data.num_frames == 32
-    assert effective_hflip(cfg.data) == (not is_direction_sensitive(cfg.data.dataset))
+    assert effective_hflip(cfg.data.dataset, cfg.data.hflip) == (not is_direction_sensitive(cfg.data.dataset))
     assert cfg.logging.run_name == path.stem and cfg.train.output_dir.endswith(path.stem)
     assert cfg.model.backbone.pretrained_path, "a preset trains from real CLIP weights"
 

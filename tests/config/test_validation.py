@@ -62,7 +62,7 @@ def test_trainable_blocks_beyond_the_built_backbone_name_its_block_count():
 
 
 def test_the_launch_check_refuses_an_ep_size_below_one_as_the_config_does():
-    from vidprism_ds.parallel import validate_ep_size
+    from vidprism_ds.parallel import ParallelDims
     with pytest.raises(ConfigError) as err:
-        validate_ep_size(0, world_size=2)
+        ParallelDims(world_size=2, ep_size=0)
     assert str(err.value) == _config_error(["parallel.ep_size=0"])

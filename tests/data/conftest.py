@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from vidprism_ds.data.generated_videos import write_video
 from vidprism_ds.data.prep.run import ShardJob, run_sharding
@@ -122,3 +123,16 @@ def helpers() -> SimpleNamespace:
 def make_rows():
     """``make_rows(root, count)``: write ``count`` tiny videos under root and return their list rows."""
     return lambda root, count, **kwargs: write_synthetic_videos(Path(root), count, **kwargs)
+
+
+@pytest.fixture
+def as_worker(monkeypatch):
+    """``as_worker(id, count)``: make the stages (and webdataset) believe they run in that DataLoader worker."""
+    monkeypatch.delenv("WORKER", raising=False)  # webdataset would take the worker from these first
+    monkeypatch.delenv("NUM_WORKERS", raising=False)
+
+    def set_worker(worker: int, workers: int) -> None:
+        info = SimpleNamespace(id=worker, num_workers=workers)
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
+
+    return set_worker

@@ -9,7 +9,7 @@ import torch
 from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import build_eval_loader, build_train_loader
 from vidprism_ds.data.damage import is_damaged
-from vidprism_ds.data.stages import keep_safe_members
+from vidprism_ds.data.sample_filters import keep_safe_members
 from vidprism_ds.data.tar_reader import shard_samples
 
 

@@ -1,6 +1,8 @@
 import pytest
 
+from vidprism_ds.config import load_config
 from vidprism_ds.data import presets
+from vidprism_ds.train.run_config import DEMO_CONFIG
 
 
 @pytest.mark.parametrize("name", [n for n in presets.PRESETS])
@@ -75,3 +77,20 @@ def test_names_with_commas_stay_names(tmp_path):
     (tmp_path / "labels.txt").write_text("\ufeffpushing something, then letting go\n0 people, 1 dog\n")
     assert presets.load_class_names("custom", tmp_path / "labels.txt") == [
         "pushing something, then letting go", "0 people, 1 dog"]
+
+
+@pytest.mark.parametrize("dataset, hflip, flips", [
+    ("k400", None, True), ("k400", True, True), ("k400", False, False),
+    ("ucf101", None, True), ("hmdb51", None, True),
+    ("ssv2", None, False), ("ssv2", False, False), ("ssv2", True, False),  # True is refused by validate
+    ("synthetic", None, False),
+    ("custom", True, True), ("custom", False, False), ("custom", None, False),  # None is refused by validate
+])
+def test_effective_hflip_lets_the_preset_decide_null(dataset, hflip, flips):
+    assert presets.effective_hflip(dataset, hflip) is flips
+
+
+def test_the_default_config_and_the_demo_never_flip():
+    default, demo = load_config().data, load_config(DEMO_CONFIG).data
+    assert default.hflip is None and not presets.effective_hflip(default.dataset, default.hflip)
+    assert not presets.effective_hflip(demo.dataset, demo.hflip)

@@ -131,7 +131,7 @@ class DataConfig:
     image_size: int = 224
     # Random horizontal flip of training clips. null: the preset decides (flip, except the
     # direction-sensitive SSv2 and synthetic videos, which are never flipped); "custom" must say true or
-    # false explicitly (vidprism_ds.config.validation.effective_hflip).
+    # false explicitly (vidprism_ds.data.presets.effective_hflip).
     hflip: Optional[bool] = None
     grayscale_prob: float = 0.2
     # random-resized-crop area range

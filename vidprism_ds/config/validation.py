@@ -1,16 +1,16 @@
 """Cross-field checks of the config tree. Each failure names the key that has to change.
 
-``validate`` holds for every config (tests, the demo, tools that only estimate); ``check_run_data`` adds
-what a train.py run on real data needs on top (the shard directories exist). Rules that code outside the
-config needs too (a model built from plain arguments, the expert placement, the launch checks) are the
-public ``check_*`` functions below, and that code calls them: every rule is written once, here.
+``validate`` holds for every config (tests, the demo, tools that only estimate); what a train.py run on
+real data needs on top (the shard directories exist) is ``vidprism_ds.train.run_config.check_run_data``.
+Rules that code outside the config needs too (a model built from plain arguments, the expert placement,
+the launch checks) are the public ``check_*`` functions below, and that code calls them: every rule is
+written once, here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Optional
 
 from vidprism_ds.config.schema import (
@@ -23,7 +23,6 @@ from vidprism_ds.config.schema import (
     OptimConfig,
     TrainConfig,
 )
-from vidprism_ds.data.manifest import MANIFEST_NAME
 from vidprism_ds.data.presets import CUSTOM, DATASET_NAMES, FRESH_CLASSIFIER, K710_SUBSETS, is_direction_sensitive
 from vidprism_ds.data.sampling import CLIP_SAMPLING_MODES
 from vidprism_ds.data.video_lists import LIST_FORMATS
@@ -51,17 +50,6 @@ def _require_finite(node: Any, key: str) -> None:
             _require_finite(item, f"{key}[{i}]")
     elif isinstance(node, float):
         _require(math.isfinite(node), key, f"must be a finite number, got {node}")
-
-
-def effective_hflip(data: DataConfig) -> bool:
-    """Whether training clips are flipped: ``data.hflip`` with null resolved by the preset (flip unless
-    direction-sensitive). A direction-sensitive preset is never flipped, whatever ``data.hflip`` says, and
-    a custom dataset only with an explicit true (validation refuses null for it)."""
-    if is_direction_sensitive(data.dataset):
-        return False
-    if data.hflip is None:
-        return data.dataset != CUSTOM
-    return data.hflip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,24 +289,7 @@ def validate(cfg: ExperimentConfig) -> None:
     check_multirate_experts_have_positions(cfg)
     head = cfg.model.head
     check_ep_size(cfg.parallel.ep_size, len(head.sampling_rates) * head.experts_per_rate)
-    # the world size and the ViT's heads are known only at launch: parallel.context.validate_tp_size and
+    # the world size and the ViT's heads are known only at launch: parallel.dims.ParallelDims and
     # parallel.tensor_parallel.check_tp_divides check that tp_size divides them
     _require(cfg.parallel.tp_size >= 1, "parallel.tp_size", f"must be >= 1, got {cfg.parallel.tp_size}")
     _require(cfg.logging.log_every_steps >= 1, "logging.log_every_steps", "must be >= 1")
-
-
-def _require_shards(shard_dir: str, key: str) -> None:
-    _require(bool(shard_dir), key, "is empty; a run on real data needs a shard directory (data_prep/shard.py "
-             "--out); train.py without --config runs the demo, which makes its own")
-    _require(Path(shard_dir).is_dir(), key, f"{shard_dir} is not a directory")
-    _require((Path(shard_dir) / MANIFEST_NAME).is_file(), key,
-             f"{shard_dir} has no {MANIFEST_NAME}; is it the --out of a finished data_prep/shard.py run?")
-
-
-def check_run_data(cfg: ExperimentConfig) -> None:
-    """What train.py needs beyond ``validate`` for a run on real data (not the demo, which fills the shard
-    keys itself): the shard directories, checked in seconds rather than after the model is built. The
-    validation shards are needed by every run: training ends with an evaluation, as does --eval-only."""
-    if not cfg.train.eval_only:
-        _require_shards(cfg.data.train_shards, "data.train_shards")
-    _require_shards(cfg.data.val_shards, "data.val_shards")

@@ -17,9 +17,18 @@ Public API (imported lazily, so ``import vidprism_ds.data.presets`` stays light 
 uint8 RGB: ``vidprism_ds.data.transforms.frames_to_device`` CLIP-normalises a batch on the model's device.
 Rank and world size are arguments: nothing here reads ``torch.distributed``.
 
-Modules: ``loaders`` (shard loaders and their start-up checks), ``raw`` (raw-video loaders), ``stages``
-(the pipeline stages), ``epoch_loader`` (``EpochLoader``, batches per epoch), ``presets`` (label lists,
-class counts, direction sensitivity, K710 index maps), ``video_lists`` (list formats), ``synthetic`` and
+Modules: ``loaders`` (shard loaders and their start-up checks) and ``raw`` (raw-video loaders) list
+pipeline stages in order inside ``webdataset.DataPipeline``; a stage is ``stage(samples: Iterator) ->
+Iterator`` (or a source ``() -> Iterator``). webdataset's own stages are used where they give what
+training needs (``split_by_worker``, the ``shuffle`` buffer, ``batched``); where they cannot, the stage
+here says why in its docstring. The stages: ``shard_source`` (training shard order, evaluation ranges),
+``sample_filters`` (shuffle buffer, safe members, a worker's share of the batches), ``clips`` (training
+clips, evaluation views, invalid samples), ``collate``, and ``device_decode`` (``data.decode_device=cuda``);
+what they share: ``seeding`` (slots and their random streams, seeded from (seed, epoch, slot, purpose)),
+``clip_settings`` (clip settings from ``data``), ``jpeg`` (decoding frame members), ``damage`` (a damaged
+sample travels as a marker that every stage passes on, to be skipped or made invalid at the end).
+Also: ``epoch_loader`` (``EpochLoader``, batches per epoch), ``presets`` (label lists, class counts,
+direction sensitivity, K710 index maps), ``video_lists`` (list formats), ``synthetic`` and
 ``heldout_temporal`` (generated videos, written by ``generated_videos``), ``prep``
 (``data_prep/shard.py``), ``manifest``. Details: docs/data.md.
 """

@@ -6,7 +6,7 @@ replaces the sample by a *damage marker* (``damage_marker``: shard, key, global 
 it on; every later stage passes markers through untouched, and one stage at the end of the pipeline
 hands them to the epoch's ``DamageLog``:
 
-- training (``skip_damaged``) drops them *before* ``stages.take_worker_share``, so every worker still
+- training (``skip_damaged``) drops them *before* ``sample_filters.take_worker_share``, so every worker still
   gives its fixed number of full batches and no rank waits on another;
 - evaluation (``invalidate_damaged``) turns each into an invalid sample (``valid`` False, label 0, the
   sample's own index): the worker's sample count, hence every rank's batch count, stays what the plan

@@ -37,14 +37,16 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from vidprism_ds.data.clip_settings import (TrainClipSettings, clip_times, sample_clip_source, sampling_of,
+                                            uses_frame_times)
+from vidprism_ds.data.collate import collate_frame_times
 from vidprism_ds.data.damage import DamagedSample
+from vidprism_ds.data.jpeg import decoder_message, read_member
+from vidprism_ds.data.sample_filters import map_undamaged
 from vidprism_ds.data.sampling import train_frame_picks
-from vidprism_ds.data.stages import (TrainClipSettings, clip_times, collate_frame_times, current_slot, decoder_message,
-                                     map_undamaged, read_member, sample_clip_source, sampling_of, seeded_rng,
-                                     uses_frame_times)
+from vidprism_ds.data.seeding import clip_rng
 from vidprism_ds.data.transforms import ClipAugmentation, draw_clip_augmentation, to_grayscale
 
-AUGMENT_FIELDS = 6  # left, top, right, bottom, flip, grayscale
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
@@ -74,7 +76,7 @@ def picked_jpeg_bytes(frames_jpeg: Sequence, picks: Sequence[int]) -> list[bytes
 def train_jpeg_clip(sample: dict, settings: TrainClipSettings, rng: random.Random) -> dict:
     """One training sample -> {"jpegs": T byte strings, "augment": 6 floats, "label", "key"[, "frame_times"]}.
 
-    The draws match ``vidprism_ds.data.stages.train_clip``: the clip's frame picks first, then the clip's
+    The draws match ``vidprism_ds.data.clips.train_clip``: the clip's frame picks first, then the clip's
     augmentation from the stored frame size (the shard's JSON records it: no decode needed here)."""
     jpegs, source = sample["frames_jpeg"], sample_clip_source(sample)
     picks = train_frame_picks(source, sampling_of(settings), rng)
@@ -112,8 +114,8 @@ def collate_jpeg_clips(samples: list[dict]) -> dict:
 
 def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
                         world_size: int) -> Iterator[dict]:
-    """The pipeline stage that replaces ``stages.to_train_clips`` (same random stream, no decode)."""
-    rng = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
+    """The pipeline stage that replaces ``clips.to_train_clips`` (the same ``clip_rng`` stream, no decode)."""
+    rng = clip_rng(seed, epoch, rank, world_size)
     yield from map_undamaged(samples, lambda sample: train_jpeg_clip(sample, settings, rng))
 
 

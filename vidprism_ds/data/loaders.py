@@ -1,16 +1,18 @@
-"""Shard loaders: WebDataset pipelines (explicit stage lists, ``stages``) over the shards, and their
-start-up checks. The raw-video loaders are in ``raw``; ``EpochLoader`` and the epoch plans in
-``epoch_loader``.
+"""Shard loaders: WebDataset pipelines over the shards (explicit stage lists from ``shard_source``,
+``sample_filters``, ``clips`` and ``collate``), and their start-up checks. The raw-video loaders are in
+``raw``; ``EpochLoader`` and the epoch plans in ``epoch_loader``.
 
 Each ``build_*`` returns an ``EpochLoader``: iterate it for one epoch of batches, ``len()`` is the
 number of batches this rank gets per epoch (the same on every rank), ``set_epoch(e)`` reseeds shard
 order, sample shuffling and augmentation for epoch e.
 
-Training (``build_train_loader``): resampled shards -> lazy tar samples (``tar_reader``: headers now,
-frame bytes only when picked) -> shuffle buffer -> safe members -> segment sampling + clip-consistent
-augmentation -> damaged samples skipped -> this worker's share of a fixed number of batches -> full
-batches. Batches per rank per epoch = max(1, manifest samples // (world_size x micro_batch)), so no rank
-waits on another at the end of an epoch.
+Training (``build_train_loader``): endless shard order (round r a permutation of all shards seeded by
+(seed, epoch, r), split by (rank, worker) slot; no resampling, so within a round every shard is read
+once) -> lazy tar samples (``tar_reader``: headers now, frame bytes only when picked) -> shuffle buffer
+-> safe members -> ``data.clip_sampling``'s frame picks + clip-consistent augmentation -> damaged
+samples skipped -> this worker's share of a fixed number of batches -> full batches. Batches per rank
+per epoch = max(1, manifest samples // (world_size x micro_batch)), so no rank waits on another at the
+end of an epoch.
 
 Evaluation (``build_eval_loader``): the manifest's global sample order is cut into world_size x workers
 contiguous ranges (one per rank and worker); each reads only the shards its range touches, so every
@@ -32,17 +34,24 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import webdataset as wds
 
-from vidprism_ds.config.schema import DataConfig
-from vidprism_ds.data import device_decode, stages
+from vidprism_ds.data import device_decode
+from vidprism_ds.data.clip_settings import EvalClipSettings, TrainClipSettings, config_clip_sampling
+from vidprism_ds.data.clips import invalidate_damaged, pad_to, to_eval_views, to_train_clips
+from vidprism_ds.data.collate import collate_eval, collate_train
 from vidprism_ds.data.damage import DamageLog, skip_damaged
 from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
 from vidprism_ds.data.manifest import (ShardManifest, check_classes, check_clip_sampling, check_shard_files,
                                        load_manifest)
 from vidprism_ds.data.presets import CUSTOM, get_preset, load_class_names
+from vidprism_ds.data.sample_filters import keep_safe_members, shuffle_buffer, take_worker_share
+from vidprism_ds.data.shard_source import endless_permutations, eval_sample_source, read_shards
+
+if TYPE_CHECKING:
+    from vidprism_ds.config.schema import DataConfig
 
 
 def eval_batch_videos(cfg: DataConfig, micro_batch: int) -> int:
@@ -95,7 +104,7 @@ def checked_manifest(shard_dir: Path, cfg: DataConfig, num_classes: Optional[int
     and the class count labels are checked against."""
     manifest = load_manifest(shard_dir)
     check_shard_files(manifest)
-    check_clip_sampling(manifest, stages.config_clip_sampling(cfg))
+    check_clip_sampling(manifest, config_clip_sampling(cfg))
     expected = _expected_classes(cfg, class_names)
     if expected is not None:
         check_classes(manifest, *expected)
@@ -125,20 +134,20 @@ def train_pipeline(shards: list[tuple[str, int]], cfg: DataConfig, micro_batch: 
     # data.decode_device=cuda: the same picks and augmentation draws, but the JPEG bytes travel and the
     # training process decodes them on the GPU (vidprism_ds.data.device_decode)
     on_device = cfg.decode_device == "cuda"
-    to_clips = device_decode.to_train_jpeg_clips if on_device else stages.to_train_clips
-    collate = device_decode.collate_jpeg_clips if on_device else stages.collate_train
+    to_clips = device_decode.to_train_jpeg_clips if on_device else to_train_clips
+    collate = device_decode.collate_jpeg_clips if on_device else collate_train
     return wds.DataPipeline(
-        functools.partial(stages.endless_permutations, shards, seed, epoch, rank, world_size),
-        stages.read_shards,
-        functools.partial(stages.shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=rank,
+        functools.partial(endless_permutations, shards, seed, epoch, rank, world_size),
+        read_shards,
+        functools.partial(shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
-        functools.partial(stages.keep_safe_members, num_classes=num_classes),
-        functools.partial(to_clips, settings=stages.TrainClipSettings.from_config(cfg), seed=seed, epoch=epoch, rank=rank,
+        functools.partial(keep_safe_members, num_classes=num_classes),
+        functools.partial(to_clips, settings=TrainClipSettings.from_config(cfg), seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size),
         # a sample can turn out damaged only once its frames are read (above): the worker's share is
         # counted after it is dropped, so a damaged sample never costs a batch (the source is endless)
         functools.partial(skip_damaged, damage=DamageLog(cfg.max_bad_samples, "training")),
-        functools.partial(stages.take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
+        functools.partial(take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
         wds.batched(micro_batch, collation_fn=collate, partial=False),
     )
 
@@ -169,16 +178,16 @@ def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], mi
 def eval_pipeline(shard_sizes: list[tuple[str, int]], cfg: DataConfig, batch_size: int, rank: int, world_size: int,
                   plan: EvalPlan, num_classes: Optional[int], epoch: int) -> wds.DataPipeline:
     del epoch  # evaluation is the same every epoch
-    settings = stages.EvalClipSettings.from_config(cfg)
+    settings = EvalClipSettings.from_config(cfg)
     return wds.DataPipeline(
-        functools.partial(stages.eval_sample_source, shard_sizes, rank, world_size),
-        functools.partial(stages.keep_safe_members, num_classes=num_classes),
-        functools.partial(stages.to_eval_views, settings=settings),
+        functools.partial(eval_sample_source, shard_sizes, rank, world_size),
+        functools.partial(keep_safe_members, num_classes=num_classes),
+        functools.partial(to_eval_views, settings=settings),
         # a damaged sample stays in the count as an invalid one: every rank keeps its planned batches
-        functools.partial(stages.invalidate_damaged, settings=settings,
+        functools.partial(invalidate_damaged, settings=settings,
                           damage=DamageLog(cfg.max_bad_samples, "evaluation")),
-        functools.partial(stages.pad_to, count=plan.samples_per_worker, settings=settings),
-        wds.batched(batch_size, collation_fn=stages.collate_eval, partial=False),
+        functools.partial(pad_to, count=plan.samples_per_worker, settings=settings),
+        wds.batched(batch_size, collation_fn=collate_eval, partial=False),
     )
 
 

@@ -81,8 +81,19 @@ def get_preset(name: str) -> DatasetPreset:
 
 def is_direction_sensitive(dataset: str) -> bool:
     """True for presets that must not be flipped (custom datasets choose with data.hflip; see
-    vidprism_ds.config.validation.effective_hflip)."""
+    ``effective_hflip``)."""
     return dataset in PRESETS and PRESETS[dataset].direction_sensitive
+
+
+def effective_hflip(dataset: str, hflip: Optional[bool]) -> bool:
+    """Whether training clips of ``dataset`` are flipped, given ``data.hflip`` (null = the preset decides:
+    flip unless direction-sensitive). A direction-sensitive preset is never flipped, whatever ``hflip``
+    says, and a custom dataset only with an explicit true (the config validation refuses null for it)."""
+    if is_direction_sensitive(dataset):
+        return False
+    if hflip is None:
+        return dataset != CUSTOM
+    return hflip
 
 
 def _read_resource_text(name: str) -> str:

@@ -14,20 +14,25 @@ import functools
 import random
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import torch
 import webdataset as wds
 
-from vidprism_ds.config.schema import DataConfig
+from vidprism_ds.data.clip_settings import EvalClipSettings, TrainClipSettings
+from vidprism_ds.data.clips import eval_clip_views, pad_to, padding_sample, train_clip
+from vidprism_ds.data.collate import collate_eval, collate_train
 from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
 from vidprism_ds.data.presets import CUSTOM, load_class_names
+from vidprism_ds.data.sample_filters import take_worker_share
 from vidprism_ds.data.sampling import ClipSource, FrameSettings, base_frame_indices
-from vidprism_ds.data.stages import (EvalClipSettings, TrainClipSettings, collate_eval, collate_train, current_slot,
-                                     endless_permutations, eval_clip_views, pad_to, padding_sample, seeded_rng,
-                                     slot_range, take_worker_share, train_clip)
+from vidprism_ds.data.seeding import clip_rng, current_slot, slot_range
+from vidprism_ds.data.shard_source import endless_permutations
 from vidprism_ds.data.video_decode import OpenedVideo, VideoDecodeError, open_video, read_frames
 from vidprism_ds.data.video_lists import VideoEntry, read_video_list
+
+if TYPE_CHECKING:
+    from vidprism_ds.config.schema import DataConfig
 
 # ---------------------------------------------------------------------------------------------- stages
 
@@ -59,7 +64,7 @@ def _open_with_base(entry: VideoEntry, frames: FrameSettings) -> tuple[OpenedVid
 def raw_to_train_clips(items: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
                        world_size: int, frames: FrameSettings = FrameSettings()) -> Iterator[dict]:
     """Training clips straight from video files; a video that fails is skipped with a warning."""
-    rng: random.Random = seeded_rng(seed, epoch, current_slot(rank, world_size).index, "augment")
+    rng: random.Random = clip_rng(seed, epoch, rank, world_size)
     for item in items:
         entry: VideoEntry = item["entry"]
         try:

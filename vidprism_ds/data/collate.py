@@ -1,0 +1,28 @@
+"""Collation: a list of samples -> one batch of stacked tensors (training and evaluation)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import default_collate
+
+
+def collate_frame_times(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """{"frame_times": (B, ...) float32} when the clips carry times (dense, multirate), else nothing."""
+    if "frame_times" not in samples[0]:
+        return {}
+    return {"frame_times": torch.stack([s["frame_times"] for s in samples])}
+
+
+def collate_train(samples: list[dict]) -> dict[str, torch.Tensor]:
+    # default_collate stacks straight into shared memory inside a worker: no extra copy on the way out
+    return {"frames": default_collate([s["frames"] for s in samples]),
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+            **collate_frame_times(samples)}
+
+
+def collate_eval(samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {"frames": default_collate([s["frames"] for s in samples]),
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+            "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
+            "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+            **collate_frame_times(samples)}
