@@ -11,7 +11,7 @@ from tests.parallel.harness import run_workers
 from tests.tiny_runs import tiny_overrides
 from vidprism_ds.config.schema import BackboneConfig, ConfigError
 from vidprism_ds.model.backbone import build_frame_encoder
-from vidprism_ds.parallel.context import ParallelContext, validate_tp_size
+from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.tensor_parallel import TensorParallelLayout, apply_tensor_parallel
 
 
@@ -57,14 +57,6 @@ def test_a_tp_size_that_does_not_divide_the_heads_is_refused_naming_the_key():
     with pytest.raises(ConfigError,
                        match=r"^parallel\.tp_size: 4 does not divide the frame encoder's 2 attention heads"):
         apply_tensor_parallel(encoder, _context(4))
-
-
-def test_tp_size_against_the_world_size_and_ep_size():
-    validate_tp_size(2, ep_size=2, world_size=4)
-    with pytest.raises(ConfigError, match=r"^parallel\.tp_size: 2 does not divide the world size 3"):
-        validate_tp_size(2, ep_size=1, world_size=3)
-    with pytest.raises(ConfigError, match=r"^parallel\.ep_size: 2 does not divide the data-parallel size 1"):
-        validate_tp_size(2, ep_size=2, world_size=2)
 
 
 def test_tp_size_below_one_is_refused_by_the_config():

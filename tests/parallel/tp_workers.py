@@ -84,7 +84,7 @@ def train_on_global_batches(overrides: list[str], ds_config_path: str, export_pa
         trainer = Trainer(load_config(None, overrides), read_ds_config(ds_config_path))
         plan, cfg = trainer.batch, trainer.cfg
         trainer.train_loader = GlobalBatchSlices(len(trainer.train_loader), plan.micro_batch, plan.grad_accum,
-                                                 trainer.dp_rank, plan.world_size, cfg.data.num_frames,
+                                                 trainer.dp_rank, plan.dp_size, cfg.data.num_frames,
                                                  cfg.data.image_size, trainer.num_classes)
         result = trainer.fit()
         exported = trainer.export(export_path)

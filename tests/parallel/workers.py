@@ -137,3 +137,20 @@ def load_at_other_ep(ep_size: int, ckpt_tag_dir: str):
     parallelize_model(head, ctx)
     load_module_weights(head, ckpt_tag_dir)
     return consolidated_state_dict(head, ctx)
+
+
+def dispatch_and_combine(ep_size: int) -> dict:
+    """The dispatcher's two exchanges on their own: every rank sends expert e a (2, 1 + e, 3) input filled
+    with 100 x rank + e; the owners double what they receive; ``combine`` must return each rank its own."""
+    from vidprism_ds.parallel.expert_parallel_dispatch import ExpertParallelDispatcher
+    from vidprism_ds.parallel.placement import place_experts
+
+    rank = dist.get_rank()
+    placement = place_experts([4.0, 1.0, 2.0, 3.0], ep_size)
+    dispatcher = ExpertParallelDispatcher(placement, dist.group.WORLD, rank)
+    inputs = [torch.full((2, 1 + e, 3), 100.0 * rank + e) for e in range(4)]
+    dispatched = dispatcher.dispatch(inputs)
+    received = {e: batch[:, 0, 0].tolist() for e, batch in zip(dispatched.experts, dispatched.batches)}
+    outputs = dispatcher.combine(dispatched, [2 * batch for batch in dispatched.batches])
+    return {"experts": dispatched.experts, "received": received,
+            "returned_own": all(torch.equal(out, 2 * x) for out, x in zip(outputs, inputs))}

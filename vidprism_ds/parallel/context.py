@@ -23,9 +23,8 @@ from typing import Optional
 
 import torch.distributed as dist
 
-from vidprism_ds.config.schema import ConfigError
-from vidprism_ds.config.validation import check_ep_size
 from vidprism_ds.parallel import deepspeed_private
+from vidprism_ds.parallel.dims import ParallelDims
 
 
 @dataclass(frozen=True)
@@ -48,19 +47,20 @@ class ParallelContext:
         return deepspeed_private.expert_group_name(self.ep_size)
 
     @property
+    def dims(self) -> ParallelDims:
+        return ParallelDims(self.world_size, self.tp_size, self.ep_size)
+
+    @property
     def dp_size(self) -> int:
-        """Data-parallel size: the ranks that read different batches (the ranks of a TP group read one)."""
-        return self.world_size // self.tp_size
+        return self.dims.dp_size
 
     @property
     def dp_rank(self) -> int:
-        return self.rank // self.tp_size
+        return self.dims.dp_rank(self.rank)
 
     @property
     def expert_data_rank(self) -> int:
-        """This rank's index among the data-parallel replicas of its experts (0: the first replica; the TP
-        ranks of one group hold the same experts with the same index)."""
-        return self.dp_rank // self.ep_size
+        return self.dims.expert_data_rank(self.rank)
 
 
 def _from_parallel_state(name: str):
@@ -96,26 +96,6 @@ class DataTensorParallelMpu:
         return dist.get_process_group_ranks(self.get_data_parallel_group())
 
 
-def validate_ep_size(ep_size: int, world_size: int) -> None:
-    """``parallel.ep_size`` against the world size, which only the launch knows (the config's own rules on
-    it are ``check_ep_size``)."""
-    check_ep_size(ep_size)
-    if world_size % ep_size != 0:
-        raise ConfigError(f"parallel.ep_size: {ep_size} does not divide the world size {world_size} "
-                          f"(processes); choose a divisor of {world_size}")
-
-
-def validate_tp_size(tp_size: int, ep_size: int, world_size: int) -> None:
-    """``parallel.tp_size`` against the world size: it divides it, and ``ep_size`` divides the data-parallel
-    size (experts are spread inside a data-parallel group)."""
-    if tp_size < 1 or world_size % tp_size != 0:
-        raise ConfigError(f"parallel.tp_size: {tp_size} does not divide the world size {world_size} (processes); "
-                          f"choose a divisor of {world_size}")
-    if (world_size // tp_size) % ep_size != 0:
-        raise ConfigError(f"parallel.ep_size: {ep_size} does not divide the data-parallel size {world_size // tp_size} "
-                          f"(world size {world_size} / parallel.tp_size {tp_size})")
-
-
 def init_expert_parallel(ep_size: int, tp_size: int = 1) -> ParallelContext:
     """Create (or reuse) the process groups for ``ep_size`` and ``tp_size``.
 
@@ -125,23 +105,23 @@ def init_expert_parallel(ep_size: int, tp_size: int = 1) -> ParallelContext:
     if not dist.is_initialized():
         raise RuntimeError("init_expert_parallel needs torch.distributed initialised first "
                            "(deepspeed.init_distributed)")
-    world_size, rank = dist.get_world_size(), dist.get_rank()
-    validate_ep_size(ep_size, world_size)
+    rank = dist.get_rank()
+    dims = ParallelDims(dist.get_world_size(), tp_size, ep_size)  # raises ConfigError naming the key
     if tp_size > 1:
-        return _init_tensor_and_expert_parallel(ep_size, tp_size, world_size, rank)
+        return _init_tensor_and_expert_parallel(dims, rank)
     name = deepspeed_private.expert_group_name(ep_size)
     if not deepspeed_private.expert_groups_exist(name):
         deepspeed_private.create_expert_groups(ep_size)
     return ParallelContext(
-        world_size=world_size, rank=rank, ep_size=ep_size, ep_rank=rank % ep_size,
+        world_size=dims.world_size, rank=rank, ep_size=ep_size, ep_rank=dims.ep_rank(rank),
         ep_group=deepspeed_private.expert_parallel_group(name),
         expert_data_group=deepspeed_private.expert_data_parallel_group(name))
 
 
-def _init_tensor_and_expert_parallel(ep_size: int, tp_size: int, world_size: int, rank: int) -> ParallelContext:
+def _init_tensor_and_expert_parallel(dims: ParallelDims, rank: int) -> ParallelContext:
     from megatron.core import parallel_state
 
-    validate_tp_size(tp_size, ep_size, world_size)
+    tp_size, ep_size = dims.tp_size, dims.ep_size
     if not parallel_state.model_parallel_is_initialized():
         # megatron's default order ("tp-cp-ep-dp-pp") gives consecutive TP ranks and strided DP groups
         parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size, create_gloo_process_groups=False)
@@ -153,7 +133,7 @@ def _init_tensor_and_expert_parallel(ep_size: int, tp_size: int, world_size: int
     if not deepspeed_private.expert_groups_exist(name):
         deepspeed_private.create_expert_groups_inside_data_parallel(ep_size, mpu)
     ctx = ParallelContext(
-        world_size=world_size, rank=rank, ep_size=ep_size, ep_rank=(rank // tp_size) % ep_size,
+        world_size=dims.world_size, rank=rank, ep_size=ep_size, ep_rank=dims.ep_rank(rank),
         ep_group=deepspeed_private.expert_parallel_group(name),
         expert_data_group=deepspeed_private.expert_data_parallel_group(name),
         tp_size=tp_size, tp_rank=mpu.get_tensor_model_parallel_rank(), tp_group=mpu.get_tensor_model_parallel_group(),

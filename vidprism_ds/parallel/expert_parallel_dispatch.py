@@ -1,16 +1,22 @@
 """Dispatch between expert-parallel ranks: all-to-all of each expert's input streams to the rank that
 owns the expert, and of the results back.
 
-Same interface as ``vidprism_ds.model.local_dispatch.LocalDispatcher``: ``inputs[e]`` is the (N_e, L_e, D)
-batch for global expert e; the result is the matching list of outputs. Every rank of an EP group calls it
-with the same shapes (the loaders deliver equal batches per rank), so all split sizes are known without
-communicating them. One ``all_to_all_single`` carries every stream out and one carries the results back;
-split sizes differ per destination because streams differ in length. The owner runs each expert once on
-the concatenated streams of the whole EP group. Autograd flows through
-torch's functional ``all_to_all_single_autograd`` (its backward is the reverse exchange).
+Same call as ``vidprism_ds.model.local_dispatch.LocalDispatcher``: ``inputs[e]`` is the (N_e, L_e, D)
+batch for global expert e; the result is the matching list of outputs. The call is three steps, kept
+apart as Megatron-core's token dispatchers keep them, so that communication can later overlap compute:
+``dispatch`` (the exchange out), the owner running each of its experts once on the concatenated streams
+of the whole EP group, and ``combine`` (the exchange back, into the caller's order).
+
+Every rank of an EP group calls it with the same shapes (the loaders deliver equal batches per rank), so
+all split sizes are known without communicating them. One ``all_to_all_single`` carries every stream out
+and one carries the results back; split sizes differ per destination because streams differ in length.
+Autograd flows through torch's functional ``all_to_all_single_autograd`` (its backward is the reverse
+exchange).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -18,6 +24,17 @@ from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 
 from vidprism_ds.parallel.placement import ExpertPlacement
+
+
+@dataclass
+class DispatchedInputs:
+    """This rank's experts' inputs after ``dispatch``: ``batches[slot]`` is the input of global expert
+    ``experts[slot]`` from every EP rank, concatenated along the batch in source-rank order.
+    ``input_shapes[e]`` is the shape of expert e's input on each rank (the same on all of them)."""
+
+    experts: list[int]
+    batches: list[torch.Tensor]
+    input_shapes: list[torch.Size]
 
 
 class ExpertParallelDispatcher:
@@ -29,37 +46,60 @@ class ExpertParallelDispatcher:
         self.experts_of_rank = [placement.local_experts(k) for k in range(self.ep_size)]
 
     def __call__(self, inputs: list[torch.Tensor], experts: nn.Module) -> list[torch.Tensor]:
+        dispatched = self.dispatch(inputs)
+        outputs = [experts[str(e)](batch) for e, batch in zip(dispatched.experts, dispatched.batches)]
+        return self.combine(dispatched, outputs)
+
+    def _numel_per_rank(self, shapes: list[torch.Size], rank: int) -> int:
+        return sum(shapes[e].numel() for e in self.experts_of_rank[rank])
+
+    def dispatch(self, inputs: list[torch.Tensor]) -> DispatchedInputs:
+        """Send every expert input to the rank that owns the expert; receive this rank's experts' inputs."""
         if len(inputs) != self.placement.num_experts:
             raise ValueError(f"got {len(inputs)} expert inputs for {self.placement.num_experts} experts")
         mine = self.experts_of_rank[self.ep_rank]
+        shapes = [x.shape for x in inputs]
         if self.ep_size == 1:
-            return [experts[str(e)](inputs[e]) for e in mine]
+            return DispatchedInputs(list(mine), [inputs[e] for e in mine], shapes)
 
         # Out: for each destination rank, the inputs of its experts in its slot order.
         send = torch.cat([inputs[e].reshape(-1) for k in range(self.ep_size) for e in self.experts_of_rank[k]])
-        send_sizes = [sum(inputs[e].numel() for e in self.experts_of_rank[k]) for k in range(self.ep_size)]
+        send_sizes = [self._numel_per_rank(shapes, k) for k in range(self.ep_size)]
         # In: from every source rank, the inputs of my experts (same shapes on every rank).
-        mine_numel = sum(inputs[e].numel() for e in mine)
+        mine_numel = self._numel_per_rank(shapes, self.ep_rank)
         received = all_to_all_single_autograd(send, [mine_numel] * self.ep_size, send_sizes, self.ep_group)
 
         # received = [source 0: e_a, e_b, ...][source 1: e_a, e_b, ...]...; regroup per expert.
         per_source = received.split([mine_numel] * self.ep_size)
-        chunks_per_source = [src.split([inputs[e].numel() for e in mine]) for src in per_source]
-        results_per_source: list[list[torch.Tensor]] = [[] for _ in range(self.ep_size)]
-        for slot, e in enumerate(mine):
-            shape = inputs[e].shape
-            batch_all = torch.cat([chunks[slot].view(shape) for chunks in chunks_per_source])
-            out_all = experts[str(e)](batch_all)
-            for k, out in enumerate(out_all.split(shape[0])):
-                results_per_source[k].append(out.reshape(-1))
+        chunks_per_source = [src.split([shapes[e].numel() for e in mine]) for src in per_source]
+        batches = [torch.cat([chunks[slot].view(shapes[e]) for chunks in chunks_per_source])
+                   for slot, e in enumerate(mine)]
+        return DispatchedInputs(list(mine), batches, shapes)
 
+    def combine(self, dispatched: DispatchedInputs, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``outputs[slot]``: this rank's expert ``dispatched.experts[slot]`` run on ``dispatched.batches[slot]``.
+        Returns every rank its own outputs, indexed by global expert like the inputs of ``dispatch``."""
+        shapes = dispatched.input_shapes
+        if self.ep_size == 1:
+            by_expert: list[torch.Tensor] = [None] * len(shapes)  # type: ignore[list-item]
+            for e, out in zip(dispatched.experts, outputs):
+                by_expert[e] = out
+            return by_expert
+
+        # Each expert's output splits back into the sources' rows; send them back source by source.
+        results_per_source: list[list[torch.Tensor]] = [[] for _ in range(self.ep_size)]
+        for e, out_all in zip(dispatched.experts, outputs):
+            for k, out in enumerate(out_all.split(shapes[e][0])):
+                results_per_source[k].append(out.reshape(-1))
         back = torch.cat([t for per_k in results_per_source for t in per_k])
+        mine_numel = self._numel_per_rank(shapes, self.ep_rank)
+        send_sizes = [self._numel_per_rank(shapes, k) for k in range(self.ep_size)]
         returned = all_to_all_single_autograd(back, send_sizes, [mine_numel] * self.ep_size, self.ep_group)
-        outputs: list[torch.Tensor] = [None] * len(inputs)  # type: ignore[list-item]
+        by_expert = [None] * len(shapes)  # type: ignore[list-item]
         offset = 0
         for k in range(self.ep_size):
             for e in self.experts_of_rank[k]:
-                n = inputs[e].numel()
-                outputs[e] = returned[offset:offset + n].view(inputs[e].shape)
+                n = shapes[e].numel()
+                by_expert[e] = returned[offset:offset + n].view(shapes[e])
                 offset += n
-        return outputs
+        return by_expert

@@ -34,6 +34,7 @@ from megatron.core.tensor_parallel.layers import set_tensor_model_parallel_attri
 from torch import nn
 
 from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.model.backbone import TransformerBlock, transformer_blocks
 from vidprism_ds.parallel.context import ParallelContext
 
 TP_LAYOUT_ATTR = "tp_layout"
@@ -224,17 +225,9 @@ class TensorParallelSelfAttention(nn.Module):
 # ------------------------------------------------------------------------------------------- apply
 
 
-def vision_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, block) of every residual block of the CLIP vision tower(s) in ``model``: the modules holding
-    an ``nn.MultiheadAttention`` ``attn`` and an MLP with ``c_fc`` / ``c_proj``."""
-    return [(name, module) for name, module in model.named_modules()
-            if isinstance(getattr(module, "attn", None), nn.MultiheadAttention)
-            and hasattr(getattr(module, "mlp", None), "c_fc")]
-
-
-def check_tp_divides(blocks: list[tuple[str, nn.Module]], tp_size: int) -> None:
+def check_tp_divides(blocks: list[TransformerBlock], tp_size: int) -> None:
     """tp_size must divide every block's heads and MLP width (each rank owns whole heads)."""
-    for name, block in blocks:
+    for name, block in ((b.name, b.module) for b in blocks):
         heads, mlp_width = block.attn.num_heads, block.mlp.c_fc.out_features
         if heads % tp_size or mlp_width % tp_size:
             raise ConfigError(f"parallel.tp_size: {tp_size} does not divide the frame encoder's {heads} attention "
@@ -246,9 +239,9 @@ def apply_tensor_parallel(model: nn.Module, ctx: ParallelContext) -> int:
     Returns the number of blocks changed (0 when ``ctx.tp_size`` is 1: the model is left as it is)."""
     if ctx.tp_size == 1:
         return 0
-    blocks = vision_blocks(model)
+    blocks = transformer_blocks(model)
     check_tp_divides(blocks, ctx.tp_size)
-    for name, block in blocks:
+    for name, block in ((b.name, b.module) for b in blocks):
         block.attn = TensorParallelSelfAttention(block.attn, ctx, name)
         block.mlp.c_fc = column_parallel(block.mlp.c_fc.weight, block.mlp.c_fc.bias, ctx, name, ".mlp.c_fc")
         block.mlp.c_proj = row_parallel(block.mlp.c_proj, ctx, name, ".mlp.c_proj")
@@ -284,5 +277,5 @@ def localise_module_state(model: nn.Module, whole: dict[str, torch.Tensor], ctx:
 
 __all__ = [
     "SHARDED_SUFFIXES", "TP_LAYOUT_ATTR", "TensorParallelLayout", "TensorParallelSelfAttention", "apply_tensor_parallel",
-    "assemble_module_states", "check_tp_divides", "sharded_layout", "localise_module_state", "parameter_full_name", "tp_full_name", "vision_blocks",
+    "assemble_module_states", "check_tp_divides", "sharded_layout", "localise_module_state", "parameter_full_name", "tp_full_name",
 ]
