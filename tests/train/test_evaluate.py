@@ -1,11 +1,7 @@
-import json
-import warnings
-
 import pytest
 import torch
 
-from vidprism_ds.train.evaluate import (EvalAccumulator, evaluate, reported_top_k, top_k_text, video_probabilities,
-                                        write_eval_report)
+from vidprism_ds.train.evaluate import EvalAccumulator, evaluate, video_probabilities
 
 
 def test_padding_is_not_counted_and_top5_uses_the_ranking():
@@ -14,7 +10,7 @@ def test_padding_is_not_counted_and_top5_uses_the_ranking():
                           [0.5, 0.4, 0.1, 0, 0, 0],  # label 1: top-5 only
                           [0.0, 0.0, 0, 0, 0, 1.0]])  # padding row, would be "correct" for label 5
     acc.add(probs, torch.tensor([0, 1, 5]), torch.tensor([True, True, False]))
-    result = acc.reduce(world_size=1)
+    result = acc.reduce(dp_size=1)
     assert result.samples == 2
     assert result.top1 == 0.5 and result.top5 == 1.0
     assert result.per_class_accuracy[:2] == [1.0, 0.0]
@@ -40,70 +36,14 @@ def test_views_are_averaged_per_video():
     assert probs[1].argmax() == 1
 
 
-@pytest.mark.parametrize("num_classes, shown", [(1, ()), (4, (1,)), (5, (1,)), (6, (1, 5)), (400, (1, 5))])
-def test_top_k_is_reported_only_below_the_number_of_classes(num_classes, shown):
-    assert reported_top_k(num_classes) == shown
-    text = top_k_text({1: 0.5, 5: 1.0}, num_classes, digits=3)
-    assert ("top-1 0.500" in text, "top-5 1.000" in text) == (1 in shown, 5 in shown)
-
-
-def _result(num_classes: int):
-    acc = EvalAccumulator(num_classes)
-    labels = torch.arange(2 * num_classes) % num_classes
-    probs = torch.full((len(labels), num_classes), 0.1)
-    probs[torch.arange(len(labels)), labels] = 0.9  # every video right ...
-    probs[1] = torch.linspace(1.0, 0.0, num_classes)  # ... but the first of class 1, predicted as class 0
-    acc.add(probs, labels, torch.ones(len(labels), dtype=torch.bool))
-    return acc.reduce(world_size=1)
-
-
-@pytest.mark.parametrize("num_classes", [4, 6])
-def test_eval_report_writes_meaningful_top_k_and_numbers_in_the_confusion_cells(tmp_path, monkeypatch, num_classes):
-    import vidprism_ds.train.evaluate as evaluate_module
-
-    figures = []
-    monkeypatch.setattr(evaluate_module, "save_figure", lambda fig, path, dpi=110: figures.append((fig, path)))
-    names = [f"class {c}" for c in range(num_classes)]
-    write_eval_report(_result(num_classes), names, tmp_path)
-
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert ("top5" in metrics) == (num_classes > 5) and metrics["num_classes"] == num_classes
-    assert metrics["per_class_accuracy"]["class 1"] == 0.5
-    (fig, path), = figures
-    assert path == tmp_path / "confusion.png"
-    matrix_ax, bar_ax = fig.axes  # the matrix and its colour bar
-    assert "fraction" in bar_ax.get_ylabel()
-    cells = [text.get_text() for text in matrix_ax.texts]
-    assert len(cells) == num_classes ** 2
-    assert cells[num_classes] == "0.50"  # row "class 1", column "class 0": half of class 1 predicted as 0
-    assert ("top-5" in matrix_ax.get_title()) == (num_classes > 5)
-
-
 def test_evaluation_progress_is_plain_lines_in_a_log(capsys):
     frames = torch.zeros(2, 1, 1, 3, 2, 2, dtype=torch.uint8)
     batches = [{"frames": frames, "labels": torch.tensor([0, 0]), "valid": torch.tensor([True, True])}] * 3
     result = evaluate(Fixed(), batches, num_classes=3, device=torch.device("cpu"), dtype=torch.float32,
-                      world_size=1, progress=True)
+                      dp_size=1, progress=True)
     assert result.top1 == 1.0
     err = capsys.readouterr().err  # pytest's capture is not a terminal, as a log file is not
     assert "\r" not in err and err.startswith("eval: 3/3 batch (100%)")
-
-
-def test_an_evaluation_report_does_not_make_python_repeat_a_warning(tmp_path):
-    """A library warning of the training step (DeepSpeed's, in real runs) is shown once per process; a
-    report that reset Python's memory of shown warnings made it come back after every evaluation."""
-
-    def training_step():
-        warnings.warn("a library's deprecation notice", FutureWarning)
-
-    with warnings.catch_warnings(record=True) as shown:
-        warnings.simplefilter("default")  # Python's own: once per place
-        training_step()
-        write_eval_report(_result(4), [], tmp_path / "epoch_001")
-        training_step()
-        write_eval_report(_result(4), [], tmp_path / "epoch_002")
-        training_step()
-    assert [str(w.message) for w in shown] == ["a library's deprecation notice"]
 
 
 class TimeRecorder(torch.nn.Module):
@@ -138,7 +78,7 @@ def test_evaluate_passes_a_batch_s_frame_times_and_omits_them_for_segment_clips(
     batch = {"frames": frames, "labels": torch.tensor([2, 2]), "valid": torch.tensor([True, True])}
     model = TimeRecorder()
     with_times = evaluate(model, [{**batch, "frame_times": torch.rand(2, 1, 4)}], num_classes=3,
-                          device=torch.device("cpu"), dtype=torch.float32, world_size=1)
+                          device=torch.device("cpu"), dtype=torch.float32, dp_size=1)
     assert with_times.top1 == 1.0 and model.calls[-1].shape == (2, 4)
-    segment = evaluate(model, [batch], num_classes=3, device=torch.device("cpu"), dtype=torch.float32, world_size=1)
+    segment = evaluate(model, [batch], num_classes=3, device=torch.device("cpu"), dtype=torch.float32, dp_size=1)
     assert segment.top1 == 0.0 and model.calls[-1] is None

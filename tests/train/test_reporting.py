@@ -19,4 +19,4 @@ def test_specialisation_is_the_mean_off_diagonal_cosine_between_experts():
 @pytest.mark.parametrize("num_classes, shown", [(4, "top-1 0.7500 (8 videos)"), (5, "top-1 0.7500 (8 videos)"),
                                                 (6, "top-1 0.7500 top-5 0.9000 (8 videos)")])
 def test_the_eval_line_shows_top_k_only_below_the_number_of_classes(num_classes, shown):
-    assert format_eval_line("final", 0.75, 0.9, 8, num_classes) == f"eval final: {shown}"
+    assert format_eval_line("final", {1: 0.75, 5: 0.9}, 8, num_classes) == f"eval final: {shown}"

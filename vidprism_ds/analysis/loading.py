@@ -17,8 +17,8 @@ import torch
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ExperimentConfig
 from vidprism_ds.data.presets import load_class_names
+from vidprism_ds.model.build import build_experiment_model
 from vidprism_ds.model.video_model import VideoClassifier
-from vidprism_ds.train.experiment_model import build_experiment_model
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Optional
 
 import torch
 
+from vidprism_ds.analysis.eval_result import top_k_text
 from vidprism_ds.config.schema import LoggingConfig
 from vidprism_ds.model.losses import diversity_between_experts
-from vidprism_ds.train.evaluate import top_k_text
 
 
 def expert_specialisation(expert_means_bed: torch.Tensor) -> float:
@@ -73,7 +73,7 @@ def format_train_line(step: int, epoch: int, clips_per_s: float, lr: float, term
     return f"step {step} epoch {epoch} | {clips_per_s:.1f} clips/s | lr {lr:.2e} | {losses}{experts}"
 
 
-def format_eval_line(tag: str, top1: float, top5: float, samples: int, num_classes: int) -> str:
+def format_eval_line(tag: str, accuracy_by_k: dict[int, float], samples: int, num_classes: int) -> str:
     """The evaluation's console line. Top-k only for k below the number of classes: with k classes or fewer
     top-k is 1.0 whatever the model does."""
-    return f"eval {tag}: {top_k_text({1: top1, 5: top5}, num_classes)} ({samples} videos)"
+    return f"eval {tag}: {top_k_text(accuracy_by_k, num_classes)} ({samples} videos)"
