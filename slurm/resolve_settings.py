@@ -53,11 +53,12 @@ def tensor_parallel_placement_problem(tp_size: int, node_tasks: Sequence[int]) -
             f"TP_SIZE to one of {divisors}, or run {tp_size} or a multiple of it tasks per node (--ntasks-per-node)")
 
 
-def _parallel_line(cfg, node_tasks: Sequence[int], world_size: Optional[int]) -> str:
+def _parallel_line(cfg, node_tasks: Sequence[int], dims) -> str:
+    """``dims``: the job's ``ParallelDims``, None when the world size is unknown or the sizes do not fit it."""
     tp_size = cfg.parallel.tp_size
     line = f"  parallel       tp_size {tp_size}, ep_size {cfg.parallel.ep_size}"
-    if world_size:
-        line += f", data-parallel {world_size // tp_size} of {world_size} ranks"
+    if dims is not None:
+        line += f", data-parallel {dims.dp_size} of {dims.world_size} ranks"
     if tp_size > 1 and node_tasks:
         per_node = "/".join(map(str, sorted(set(node_tasks))))
         line += f"; TP groups of {tp_size} consecutive ranks inside each node ({per_node} tasks a node)"
@@ -68,17 +69,18 @@ def _check_parallel(cfg, lines: list[str], problems: list[str]) -> None:
     """The process layout against the job's: TP groups inside a node, tp_size and ep_size dividing the
     world (train.py's own check, here before srun)."""
     from vidprism_ds.config.schema import ConfigError
-    from vidprism_ds.parallel.context import validate_tp_size
+    from vidprism_ds.parallel.dims import ParallelDims
 
     node_tasks = tasks_per_node(os.environ)
     world_size = int(os.environ["SLURM_NTASKS"]) if os.environ.get("SLURM_NTASKS", "").isdigit() else None
-    lines.append(_parallel_line(cfg, node_tasks, world_size))
     problem = tensor_parallel_placement_problem(cfg.parallel.tp_size, node_tasks)
-    if problem is None and world_size:
+    dims = None
+    if world_size:
         try:
-            validate_tp_size(cfg.parallel.tp_size, cfg.parallel.ep_size, world_size)
+            dims = ParallelDims(world_size, cfg.parallel.tp_size, cfg.parallel.ep_size)
         except ConfigError as err:
-            problem = str(err)
+            problem = problem or str(err)
+    lines.append(_parallel_line(cfg, node_tasks, dims))
     if problem is not None:
         problems.append(problem)
 
@@ -93,13 +95,13 @@ def main(argv: Optional[Sequence[str]] = None, exports: TextIO = sys.stdout) -> 
     train_args = opts.train_args[1:] if opts.train_args[:1] == ["--"] else opts.train_args
 
     from vidprism_ds.config.schema import ConfigError
-    from vidprism_ds.train.cli import build_parser, load_run_config
-    from vidprism_ds.train.demo import DEMO_CONFIG
+    from vidprism_ds.train.cli import build_parser
+    from vidprism_ds.train.run_config import DEMO_CONFIG, load_run_config
     from vidprism_ds.train.reporting import wandb_mode
 
     args = build_parser().parse_args(train_args)
     try:
-        cfg = load_run_config(args)
+        cfg = load_run_config(args.config, args.overrides, eval_only=args.eval_only or bool(args.export))
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ import pytest
 
 from tests.tiny_runs import tiny_overrides
 from vidprism_ds.config import dump_yaml, load_config
-from vidprism_ds.train.cli import DEFAULT_DS_CONFIG, main
+from vidprism_ds.train.cli import main
+from vidprism_ds.train.run_config import DEFAULT_DS_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
@@ -209,7 +210,7 @@ def test_a_relative_deepspeed_config_missing_here_names_the_repositorys(tmp_path
 
 def test_the_output_folder_is_announced_as_an_absolute_path(tmp_path, monkeypatch, capsys, tiny_shards):
     import vidprism_ds.train.run as run_module
-    from vidprism_ds.train.trainer import RunResult
+    from vidprism_ds.train.loop_state import RunResult
 
     monkeypatch.setattr(run_module, "run_experiment", lambda *args, **kwargs: RunResult())
     config = _config_file(tmp_path, tiny_shards, "runs/relative")

@@ -8,12 +8,12 @@ import torch
 import torch._dynamo
 
 from vidprism_ds.config.schema import BackboneConfig, HeadConfig, LossWeights, ModelConfig
-from vidprism_ds.model.backbone import build_clip
+from vidprism_ds.model.backbone import build_clip, transformer_blocks
 from vidprism_ds.model.head import VidPrismHead
 from vidprism_ds.model.homogeneous_head import HomogeneousHead
 from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.video_model import MeanPoolHead, build_video_model
-from vidprism_ds.train.compile import backbone_blocks, compile_model
+from vidprism_ds.train.compile import compile_model
 
 DIM, CLASSES, FRAMES, BATCH, IMAGE = 32, 5, 8, 2, 32
 ROUTED = dict(experts_per_rate=2, router_topk=1)
@@ -70,7 +70,7 @@ def test_compile_model_is_in_place_and_keeps_state_dict_keys():
     compile_model(model)
     assert model.head is head and list(model.state_dict()) == keys
     # nn.Module.compile() is lazy: it only installs the compiled call (nothing is traced here)
-    for module in [model.head, *backbone_blocks(model)]:
+    for module in [model.head, *(block.module for block in transformer_blocks(model.backbone))]:
         assert module._compiled_call_impl is not None
     assert model.backbone._compiled_call_impl is None  # the tower itself stays eager around the blocks
 

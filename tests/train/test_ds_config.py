@@ -3,6 +3,7 @@ import torch
 
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train.ds_config import read_ds_config, resolve_ds_config, training_dtype
 
 
@@ -11,65 +12,65 @@ def _cfg(*overrides):
 
 
 def test_auto_values_come_from_the_experiment_config():
-    ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), _cfg(), world_size=4, on_gpu=False,
+    ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), _cfg(), ParallelDims(4), on_gpu=False,
                            has_experts=True)
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2
     assert ds["train_batch_size"] == 32 and ds["gradient_clipping"] == 0.5
     assert ds["bf16"] == {"enabled": False}
-    assert resolve_ds_config({}, _cfg(), 1, on_gpu=True, has_experts=False)["bf16"] == {"enabled": True}
+    assert resolve_ds_config({}, _cfg(), ParallelDims(1), on_gpu=True, has_experts=False)["bf16"] == {"enabled": True}
 
 
 @pytest.mark.parametrize("precision, on_gpu, bf16", [("auto", False, False), ("auto", True, True),
                                                      ("bf16", False, True), ("fp32", True, False)])
 def test_train_precision_decides_bf16(precision, on_gpu, bf16):
     cfg = _cfg(f"train.precision={precision}")
-    ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), cfg, 1, on_gpu=on_gpu, has_experts=True)
+    ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), cfg, ParallelDims(1), on_gpu=on_gpu, has_experts=True)
     assert ds["bf16"]["enabled"] is bf16
     assert training_dtype(precision, on_gpu) == (torch.bfloat16 if bf16 else torch.float32)
 
 
 def test_a_json_bf16_switch_that_contradicts_train_precision_names_both():
     with pytest.raises(ConfigError, match=r"^train\.precision: fp32 .*bf16\.enabled=True"):
-        resolve_ds_config({"bf16": {"enabled": True}}, _cfg("train.precision=fp32"), 1, True, True)
-    assert resolve_ds_config({"bf16": {"enabled": "auto"}}, _cfg("train.precision=bf16"), 1, False, True)["bf16"] == {
+        resolve_ds_config({"bf16": {"enabled": True}}, _cfg("train.precision=fp32"), ParallelDims(1), True, True)
+    assert resolve_ds_config({"bf16": {"enabled": "auto"}}, _cfg("train.precision=bf16"), ParallelDims(1), False, True)["bf16"] == {
         "enabled": True}
 
 
 def test_conflicting_batch_size_names_both_keys():
     with pytest.raises(ConfigError, match=r"^train\.micro_batch: 4 disagrees with .*train_micro_batch_size_per_gpu=8"):
-        resolve_ds_config({"train_micro_batch_size_per_gpu": 8}, _cfg(), 1, False, True)
+        resolve_ds_config({"train_micro_batch_size_per_gpu": 8}, _cfg(), ParallelDims(1), False, True)
     with pytest.raises(ConfigError, match="train_batch_size=10"):
-        resolve_ds_config({"train_batch_size": 10}, _cfg(), 2, False, True)
+        resolve_ds_config({"train_batch_size": 10}, _cfg(), ParallelDims(2), False, True)
 
 
 def test_the_global_batch_gives_deepspeed_the_accumulation_of_this_world_size():
     cfg = load_config(None, ["train.micro_batch=4", "train.global_batch=32"])
     for world_size, accum in ((1, 8), (2, 4), (8, 1)):
-        ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), cfg, world_size, False, True)
+        ds = resolve_ds_config(read_ds_config("ds_configs/zero2.json"), cfg, ParallelDims(world_size), False, True)
         assert (ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (accum, 32)
     with pytest.raises(ConfigError, match=r"^train\.grad_accum \(derived from train\.global_batch for world size 2\): "
                                           r"4 disagrees with .*gradient_accumulation_steps=2"):
-        resolve_ds_config({"gradient_accumulation_steps": 2}, cfg, 2, False, True)
+        resolve_ds_config({"gradient_accumulation_steps": 2}, cfg, ParallelDims(2), False, True)
     with pytest.raises(ConfigError, match=r"^train\.global_batch: 64 is not a multiple"):
-        resolve_ds_config({}, load_config(None, ["train.micro_batch=32", "train.global_batch=64"]), 8, False, True)
+        resolve_ds_config({}, load_config(None, ["train.micro_batch=32", "train.global_batch=64"]), ParallelDims(8), False, True)
 
 
 def test_zero3_is_rejected_for_expert_models_only():
     with pytest.raises(ConfigError, match="ZeRO stage 3 does not support"):
-        resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), 1, False, has_experts=True)
-    assert resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), 1, False, has_experts=False)
+        resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), ParallelDims(1), False, has_experts=True)
+    assert resolve_ds_config({"zero_optimization": {"stage": 3}}, _cfg(), ParallelDims(1), False, has_experts=False)
 
 
 def test_optimizer_section_and_fp16_are_rejected():
     with pytest.raises(ConfigError, match="optimizer"):
-        resolve_ds_config({"optimizer": {"type": "Adam"}}, _cfg(), 1, False, True)
+        resolve_ds_config({"optimizer": {"type": "Adam"}}, _cfg(), ParallelDims(1), False, True)
     with pytest.raises(ConfigError, match="fp16"):
-        resolve_ds_config({"fp16": {"enabled": True}}, _cfg(), 1, True, True)
+        resolve_ds_config({"fp16": {"enabled": True}}, _cfg(), ParallelDims(1), True, True)
 
 
 @pytest.mark.parametrize("name", ["zero1.json", "zero2.json", "zero2_offload.json"])
 def test_shipped_configs_resolve(name):
-    ds = resolve_ds_config(read_ds_config(f"ds_configs/{name}"), _cfg(), 2, False, True)
+    ds = resolve_ds_config(read_ds_config(f"ds_configs/{name}"), _cfg(), ParallelDims(2), False, True)
     assert ds["zero_optimization"]["stage"] in (1, 2)
 
 

@@ -5,7 +5,7 @@ import torch
 
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
-from vidprism_ds.train.trainer import unused_ep_size_warning
+from vidprism_ds.train.startup_checks import unused_ep_size_warning
 
 
 def test_expert_parallelism_asked_of_a_model_without_experts_is_named():
@@ -37,12 +37,14 @@ def test_a_global_batch_this_world_cannot_make_fails_before_the_model_is_built(t
 
 def test_shards_smaller_than_one_global_batch_are_refused_instead_of_training_zero_steps(monkeypatch):
     import vidprism_ds.train.trainer as trainer_module
+    from vidprism_ds.parallel.dims import ParallelDims
     from vidprism_ds.train.batch import plan_batch
 
     cfg = load_config(None, ["train.global_batch=32", "train.micro_batch=16"])
     trainer = object.__new__(trainer_module.Trainer)  # only the loader step: no model, no process group
     trainer.cfg, trainer.rank, trainer.world_size, trainer.on_gpu, trainer.num_classes = cfg, 0, 1, False, 4
-    trainer.batch, trainer.lr_scale = plan_batch(cfg.train, 1), 1.0
+    trainer.dims = ParallelDims(1)
+    trainer.batch, trainer.lr_scale = plan_batch(cfg.train, trainer.dims), 1.0
     monkeypatch.setattr(trainer_module, "build_train_loader", lambda *args, **kwargs: _CountingLoader(1))
     with pytest.raises(ConfigError, match=r"^train\.global_batch: .* 1 micro-batch\(es\) of 16 clips, fewer "
                                           r"than the 2 one optimizer step of 32 clips accumulates"):
@@ -76,17 +78,20 @@ class _Engine:
 def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     """8 micro-batches with grad_accum 3: 2 optimizer steps; the last 2 micro-batches would otherwise be
     accumulated into the next epoch's first step, out of step with DeepSpeed's accumulation boundary."""
+    from vidprism_ds.parallel.dims import ParallelDims
     from vidprism_ds.train.batch import BatchPlan
-    from vidprism_ds.train.trainer import RunResult, Trainer, _LoopState
+    from vidprism_ds.train.loop_state import LoopState, RunResult
+    from vidprism_ds.train.trainer import Trainer
 
     trainer = Trainer.__new__(Trainer)  # the loop alone: no model, engine or process group
-    trainer.batch, trainer.world_size, trainer.engine = BatchPlan(2, 3, 1), 1, _Engine()
+    trainer.batch, trainer.world_size, trainer.engine = BatchPlan(2, 3, ParallelDims(1)), 1, _Engine()
+    trainer.dims = trainer.batch.dims
     trainer.train_loader = _CountingLoader(8)
     trainer.batches_per_epoch = trainer.batch.steps_per_epoch(8) * 3
     trainer.train_step = lambda batch: (None, None)
     steps = []
     trainer.after_step = lambda state, output, losses: steps.append((state.step, state.batches_in_epoch))
-    state = _LoopState(result=RunResult(), stop=None, on_step=None)
+    state = LoopState(result=RunResult(), stop=None, on_step=None)
     assert trainer._train_epoch(state, skip=0) is None
     assert steps == [(1, 3), (2, 6)] and trainer.train_loader.pulled == 6
     assert state.window_clips == 12

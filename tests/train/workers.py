@@ -112,7 +112,7 @@ def train_on_world_independent_batches(overrides: list[str], ds_config_path: str
         real = {"batches_per_rank": len(trainer.train_loader), "steps_per_epoch": trainer.steps_per_epoch,
                 "total_steps": trainer.total_steps, "grad_accum": plan.grad_accum, "global_batch": plan.global_batch}
         trainer.train_loader = GlobalBatchSlices(len(trainer.train_loader), plan.micro_batch, plan.grad_accum,
-                                                 trainer.rank, plan.world_size, cfg.data.num_frames,
+                                                 trainer.rank, plan.dp_size, cfg.data.num_frames,
                                                  cfg.data.image_size, trainer.num_classes)
         result = trainer.fit()
     trainer.reporter.finish()
@@ -157,9 +157,9 @@ def collectives_on_device() -> dict:
                 "labels": torch.tensor([1, 3]), "valid": torch.tensor([True, False])} for _ in range(2)]
     stop = StopRequest()
     with torch.device("meta"):
-        result = evaluate(model, batches, num_classes=4, device=device, dtype=torch.float32, world_size=2)
+        result = evaluate(model, batches, num_classes=4, device=device, dtype=torch.float32, dp_size=2)
         accumulator = EvalAccumulator(4, device)
-        accumulator.reduce(world_size=2)
+        accumulator.reduce(dp_size=2)
         agreed = stop.agreed(2, device)
     stop.restore()
     return {"seen": seen, "samples": result.samples, "agreed": agreed}

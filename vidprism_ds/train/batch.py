@@ -22,20 +22,24 @@ import math
 from dataclasses import dataclass
 
 from vidprism_ds.config.schema import ConfigError, TrainConfig
+from vidprism_ds.parallel.dims import ParallelDims
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """The batch arithmetic of one run at its world size."""
+    """The batch arithmetic of one run at its parallel sizes."""
 
     micro_batch: int  # clips per rank per forward/backward
     grad_accum: int  # micro-batches accumulated per optimizer step
-    world_size: int  # data-parallel size (processes / tp_size)
-    tp_size: int = 1  # processes per model replica (tensor parallelism), which read the same batch
+    dims: ParallelDims  # the ranks of a tensor-parallel group read the same batch
+
+    @property
+    def dp_size(self) -> int:
+        return self.dims.dp_size
 
     @property
     def global_batch(self) -> int:
-        return self.micro_batch * self.grad_accum * self.world_size
+        return self.micro_batch * self.grad_accum * self.dp_size
 
     def steps_per_epoch(self, batches_per_rank: int) -> int:
         """Optimizer steps in an epoch of ``batches_per_rank`` micro-batches on each rank."""
@@ -43,12 +47,12 @@ class BatchPlan:
 
     def describe(self) -> str:
         stated = f"global batch {self.global_batch} = micro-batch {self.micro_batch} x grad_accum {self.grad_accum} x "
-        if self.tp_size > 1:
-            replicas = "data-parallel rank" if self.world_size == 1 else "data-parallel ranks"
-            return (f"{stated}{self.world_size} {replicas} ({self.world_size * self.tp_size} processes, "
-                    f"parallel.tp_size={self.tp_size})")
-        processes = "process" if self.world_size == 1 else "processes"
-        return f"{stated}{self.world_size} {processes}"
+        if self.dims.tp_size > 1:
+            replicas = "data-parallel rank" if self.dp_size == 1 else "data-parallel ranks"
+            return (f"{stated}{self.dp_size} {replicas} ({self.dims.world_size} processes, "
+                    f"parallel.tp_size={self.dims.tp_size})")
+        processes = "process" if self.dp_size == 1 else "processes"
+        return f"{stated}{self.dp_size} {processes}"
 
 
 def largest_divisor_up_to(number: int, limit: int) -> int:
@@ -56,16 +60,9 @@ def largest_divisor_up_to(number: int, limit: int) -> int:
     return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
 
 
-def _size_names(dp_size: int, tp_size: int) -> tuple[str, str]:
-    """What the data-parallel size is called in messages: (the size, its members)."""
-    if tp_size == 1:
-        return "world size", "processes"
-    return (f"data-parallel size (world size {dp_size * tp_size} / parallel.tp_size {tp_size})",
-            "data-parallel ranks")
-
-
-def _indivisible(train: TrainConfig, dp_size: int, tp_size: int) -> ConfigError:
-    size_name, members = _size_names(dp_size, tp_size)
+def _indivisible(train: TrainConfig, dims: ParallelDims) -> ConfigError:
+    dp_size = dims.dp_size
+    size_name, members = dims.dp_size_names()
     clips_per_micro_step = train.micro_batch * dp_size
     stated = (f"train.global_batch: {train.global_batch} is not a multiple of train.micro_batch x {size_name} "
               f"({train.micro_batch} x {dp_size} = {clips_per_micro_step})")
@@ -79,23 +76,22 @@ def _indivisible(train: TrainConfig, dp_size: int, tp_size: int) -> ConfigError:
                        f"{per_rank // fitting})")
 
 
-def plan_batch(train: TrainConfig, world_size: int, tp_size: int = 1) -> BatchPlan:
-    """The micro-batch, accumulation and data-parallel size of a run on ``world_size`` processes in
-    tensor-parallel groups of ``tp_size`` (which divides it: ``context.validate_tp_size``); raises
-    ConfigError naming the keys when ``train.global_batch`` cannot be met or contradicts ``train.grad_accum``."""
-    dp_size = world_size // tp_size
+def plan_batch(train: TrainConfig, dims: ParallelDims) -> BatchPlan:
+    """The micro-batch and accumulation of a run at the parallel sizes ``dims``; raises ConfigError naming
+    the keys when ``train.global_batch`` cannot be met or contradicts ``train.grad_accum``."""
+    dp_size = dims.dp_size
     if not train.global_batch:
-        return BatchPlan(train.micro_batch, train.grad_accum, dp_size, tp_size)
+        return BatchPlan(train.micro_batch, train.grad_accum, dims)
     if train.global_batch % (train.micro_batch * dp_size):
-        raise _indivisible(train, dp_size, tp_size)
+        raise _indivisible(train, dims)
     derived = train.global_batch // (train.micro_batch * dp_size)
     # 1 is grad_accum's default: a config that names only the global batch leaves it there
     if train.grad_accum not in (1, derived):
-        size_name = _size_names(dp_size, tp_size)[0]
+        size_name = dims.dp_size_names()[0]
         raise ConfigError(f"train.grad_accum: {train.grad_accum} disagrees with train.global_batch "
                           f"{train.global_batch} = train.micro_batch {train.micro_batch} x grad_accum {derived} x "
                           f"{size_name} {dp_size}; remove train.grad_accum (it is derived) or set it to {derived}")
-    return BatchPlan(train.micro_batch, derived, dp_size, tp_size)
+    return BatchPlan(train.micro_batch, derived, dims)
 
 
 def lr_scale(train: TrainConfig, global_batch: int) -> float:
@@ -107,13 +103,13 @@ def lr_scale(train: TrainConfig, global_batch: int) -> float:
     return ratio if train.lr_scaling == "linear" else math.sqrt(ratio)
 
 
-def micro_batches_to_skip(batches_in_epoch: int, saved_micro_batch: int, saved_world_size: int,
+def micro_batches_to_skip(batches_in_epoch: int, saved_micro_batch: int, saved_dp_size: int,
                           plan: BatchPlan) -> int:
-    """A checkpoint's position in its epoch (micro-batches consumed on each of its ranks; ``saved_world_size``:
-    its data-parallel size, the world size over its tp_size) in this run's
+    """A checkpoint's position in its epoch (micro-batches consumed on each of its ranks; ``saved_dp_size``:
+    its data-parallel size) in this run's
     micro-batches: the same number of clips of the epoch seen, rounded down to a whole optimizer step (the
     loop and DeepSpeed count accumulation from the first micro-batch trained). ``saved_micro_batch`` 0 (a
     tag written before it was recorded) means this run's micro-batch."""
-    clips_seen = batches_in_epoch * (saved_micro_batch or plan.micro_batch) * saved_world_size
-    skip = clips_seen // (plan.micro_batch * plan.world_size)
+    clips_seen = batches_in_epoch * (saved_micro_batch or plan.micro_batch) * saved_dp_size
+    skip = clips_seen // (plan.micro_batch * plan.dp_size)
     return skip - skip % plan.grad_accum

@@ -12,17 +12,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
-from vidprism_ds.config.validation import check_run_data
+from vidprism_ds.train.run_config import DEFAULT_DS_CONFIG, check_run_data, ds_config_path, load_run_config
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1  # the run failed for a reason outside the config (a full disk)
-
-# Files that come with the code are found from this file, not from the current folder, so that
-# train.py runs from any folder (the demo's YAML is found the same way, in vidprism_ds.train.demo).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DS_CONFIG = REPO_ROOT / "ds_configs" / "zero2.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,30 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_run_config(args: argparse.Namespace):
-    """The experiment config train.py runs for these arguments: --config (or the embedded demo) with the
-    --set overrides, evaluation-only for --eval-only and --export. Raises ConfigError."""
-    from vidprism_ds.train.demo import DEMO_CONFIG
-
-    overrides = list(args.overrides)
-    if args.eval_only or args.export:
-        overrides.append("train.eval_only=true")
-    return load_config(args.config or DEMO_CONFIG, overrides)
-
-
-def ds_config_path(given: Optional[str]) -> Path:
-    """``--deepspeed_config`` as a file: the repository's ``ds_configs/zero2.json`` when not given. A given
-    relative path is the user's, from the current folder; when it is not there but the repository has it
-    (``ds_configs/zero1.json`` typed outside the repository), the error names the repository's file."""
-    if given is None:
-        return DEFAULT_DS_CONFIG
-    path = Path(given)
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).is_file():
-        raise ConfigError(f"--deepspeed_config: {given} does not exist in the current folder ({Path.cwd()}); "
-                          f"the repository's is {REPO_ROOT / path}")
-    return path
-
-
 def name_the_accelerator() -> None:
     """Tell DeepSpeed the device the trainer will use (a GPU when torch sees one, else the CPU), before it
     is imported: left to guess, it warns in every process that it fell back to the CPU. Lines that stay
@@ -83,15 +53,15 @@ def _check_against_launch(cfg, ds_config: dict) -> int:
     Returns this process's rank."""
     import torch
 
-    from vidprism_ds.parallel.context import validate_tp_size
+    from vidprism_ds.model.video_model import has_experts
+    from vidprism_ds.parallel.dims import ParallelDims
     from vidprism_ds.train.ds_config import resolve_ds_config
     from vidprism_ds.train.launch import resolve_launch
 
     launch = resolve_launch(os.environ, scontrol=None)
-    validate_tp_size(cfg.parallel.tp_size, cfg.parallel.ep_size, launch.world_size)
     # batch sizes count data-parallel ranks: the ranks of one tensor-parallel group share their batch
-    dp_size = launch.world_size // cfg.parallel.tp_size
-    resolve_ds_config(ds_config, cfg, dp_size, torch.cuda.is_available(), cfg.model.variant != "meanpool")
+    dims = ParallelDims(launch.world_size, cfg.parallel.tp_size, cfg.parallel.ep_size)
+    resolve_ds_config(ds_config, cfg, dims, torch.cuda.is_available(), has_experts(cfg.model))
     return launch.rank
 
 
@@ -108,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     name_the_accelerator()
     try:
         is_demo = args.config is None
-        cfg = load_run_config(args)
+        cfg = load_run_config(args.config, args.overrides, eval_only=args.eval_only or bool(args.export))
         if not is_demo:  # the demo makes its own shards; any other run fails here, not after the model is built
             check_run_data(cfg)  # the trainer checks the shards' contents before any process group
         from vidprism_ds.train.ds_config import read_ds_config
@@ -125,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from vidprism_ds.utils.files import OutOfSpaceError
     try:
         if is_demo:
-            from vidprism_ds.train.demo_report import run_demo
+            from vidprism_ds.train.demo import run_demo
             return run_demo(cfg, ds_config, with_baseline=not args.no_baseline and not cfg.train.eval_only)
         from vidprism_ds.train.run import run_experiment
         zero_shot = _zero_shot_class_names(args.zero_shot_labels)

@@ -18,8 +18,8 @@ Compilation is in place with ``nn.Module.compile()``: the module keeps its class
 state-dict keys (``torch.compile(module)`` would wrap it and prefix every key with ``_orig_mod.``), so
 checkpoints, DeepSpeed's parameter groups, expert tags and ``find_expert_head`` see the same model.
 It is lazy: nothing is traced until the first forward, so the first step (and the first of every new
-input shape, train/eval switch or grad mode) takes longer; on 2 CPU cores the tiny test model's first
-fwd+bwd took 2-3 minutes with a cold Inductor cache (one C++ compile per kernel) and ~10 s warm.
+input shape, train/eval switch or grad mode) takes longer: Inductor compiles its kernels then, and caches
+them for later runs (docs/benchmarks.md, Compiled, gives the times).
 
 Order: call after ``build_video_model`` and before ``deepspeed.initialize``. Because tracing happens at
 the first forward, calling it before or after ``vidprism_ds.parallel.parallelize_model`` is the same:
@@ -29,7 +29,7 @@ a fixed placement, and its exchanges are ``all_to_all_single_autograd`` from
 ``torch.distributed._functional_collectives`` with split sizes known from shapes, which Dynamo traces
 into the head's graph, backward included. At EP=2 the routed head compiles with ``fullgraph=True`` and
 matches eager (``tests/train/test_compile.py``, with AOTAutograd's eager backend to keep the test short;
-with Inductor on CPU/gloo the same check gave logits within 3e-7 and gradients within 1e-6).
+docs/benchmarks.md gives Inductor's agreement).
 
 Behaviour that differs from eager: for parameters the loss does not depend on (e.g. the projection when
 the contrastive weight is 0), a compiled backward returns zero gradients where eager leaves ``None``.
@@ -39,14 +39,9 @@ update is the same there.
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from torch import nn
 
-
-def backbone_blocks(model: nn.Module) -> Iterable[nn.Module]:
-    """The CLIP visual tower's transformer blocks (open_clip ``VisionTransformer.transformer.resblocks``)."""
-    return model.backbone.visual.transformer.resblocks
+from vidprism_ds.model.backbone import transformer_blocks
 
 
 def compile_model(model: nn.Module, **compile_kwargs) -> None:
@@ -57,5 +52,5 @@ def compile_model(model: nn.Module, **compile_kwargs) -> None:
     Inductor with default mode.
     """
     model.head.compile(**compile_kwargs)
-    for block in backbone_blocks(model):
-        block.compile(**compile_kwargs)
+    for block in transformer_blocks(model.backbone):
+        block.module.compile(**compile_kwargs)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
+from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train.batch import plan_batch
 
 
@@ -30,6 +32,34 @@ def uses_bf16(precision: str, on_gpu: bool) -> bool:
 def training_dtype(precision: str, on_gpu: bool) -> torch.dtype:
     """The dtype of the model's weights and inputs under DeepSpeed (its optimizer keeps fp32 masters)."""
     return torch.bfloat16 if uses_bf16(precision, on_gpu) else torch.float32
+
+
+# DeepSpeed's default for a key the ds_configs may leave out (deepspeed/runtime/zero/config.py).
+DS_DEFAULT_REDUCE_BUCKET = 500_000_000
+
+
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    """What the code reads off a DeepSpeed config, read in this one place (the optimizer builder, the
+    memory estimate)."""
+
+    zero_stage: int
+    offload_optimizer: bool  # ZeRO-Offload: optimizer state and step on the CPU
+    dtype: torch.dtype  # weights and inputs: bf16 when bf16.enabled (set by ``resolve_ds_config``)
+    grad_dtype: torch.dtype  # gradient accumulation: fp32 only when data_types.grad_accum_dtype says so
+    overlap_comm: bool
+    reduce_bucket_size: int  # elements per ZeRO gradient-reduction bucket
+
+    @classmethod
+    def read(cls, ds: dict) -> DeepSpeedSettings:
+        zero = ds.get("zero_optimization") or {}
+        offload = zero.get("offload_optimizer") or {}
+        dtype = torch.bfloat16 if (ds.get("bf16") or {}).get("enabled") is True else torch.float32
+        accum = (ds.get("data_types") or {}).get("grad_accum_dtype")
+        return cls(zero_stage=int(zero.get("stage", 0)), offload_optimizer=offload.get("device") == "cpu",
+                   dtype=dtype, grad_dtype=torch.float32 if accum in ("fp32", "float32", "float") else dtype,
+                   overlap_comm=bool(zero.get("overlap_comm", False)),
+                   reduce_bucket_size=int(zero.get("reduce_bucket_size", DS_DEFAULT_REDUCE_BUCKET)))
 
 
 def read_ds_config(path: str | Path) -> dict[str, Any]:
@@ -51,17 +81,18 @@ def _reconcile(ds: dict, key: str, value: Any, yaml_key: str) -> None:
                           f"set one of them to match (or {key} to \"auto\")")
 
 
-def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, world_size: int, on_gpu: bool,
+def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, dims: ParallelDims, on_gpu: bool,
                       has_experts: bool) -> dict:
     ds = copy.deepcopy(ds_config)
-    batch = plan_batch(cfg.train, world_size)  # the accumulation this world size needs
+    batch = plan_batch(cfg.train, dims)  # the accumulation these sizes need
     micro, accum = batch.micro_batch, batch.grad_accum
+    size_name = dims.dp_size_names()[0]
     _reconcile(ds, "train_micro_batch_size_per_gpu", micro, "train.micro_batch")
     fixed = cfg.train.global_batch > 0
     _reconcile(ds, "gradient_accumulation_steps", accum,
-               "train.grad_accum" + (f" (derived from train.global_batch for world size {world_size})" if fixed else ""))
+               "train.grad_accum" + (f" (derived from train.global_batch for {size_name} {dims.dp_size})" if fixed else ""))
     _reconcile(ds, "train_batch_size", batch.global_batch, "train.global_batch" if fixed else
-               f"train.micro_batch x train.grad_accum x world size ({micro} x {accum} x {world_size})")
+               f"train.micro_batch x train.grad_accum x {size_name} ({micro} x {accum} x {dims.dp_size})")
     _reconcile(ds, "gradient_clipping", cfg.optim.grad_clip, "optim.grad_clip")
 
     zero = ds.setdefault("zero_optimization", {"stage": 2})

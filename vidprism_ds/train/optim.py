@@ -52,11 +52,6 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, cpu_offload: bool = Fa
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def uses_cpu_offload(ds_config: dict) -> bool:
-    offload = ds_config.get("zero_optimization", {}).get("offload_optimizer") or {}
-    return offload.get("device") == "cpu"
-
-
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
     """Linear warmup from ~0 to 1 over ``warmup_steps``, then cosine to ``min_lr_ratio`` at ``total_steps``."""
     if warmup_steps > 0 and step < warmup_steps:

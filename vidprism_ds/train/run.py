@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Optional
 
 from vidprism_ds.config.schema import ExperimentConfig
-from vidprism_ds.train.trainer import RunResult, Trainer
+from vidprism_ds.train.loop_state import RunResult
+from vidprism_ds.train.trainer import Trainer
 
 
 def run_experiment(cfg: ExperimentConfig, ds_config: dict, export_path: Optional[str] = None,

@@ -11,116 +11,42 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import deepspeed
 import torch
 
+from vidprism_ds.analysis.eval_report import write_eval_report
+from vidprism_ds.analysis.eval_result import EvalResult
 from vidprism_ds.config.io import to_dict
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
-from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, check_shards_at_start, eval_batch_videos
-from vidprism_ds.data.presets import FRESH_CLASSIFIER, load_class_names
+from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, eval_batch_videos
+from vidprism_ds.data.presets import load_class_names
 from vidprism_ds.data.transforms import frames_to_device, normalise
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
-from vidprism_ds.model.classifier_slicing import apply_init_class_map, is_classifier_param
+from vidprism_ds.model.build import build_experiment_model
+from vidprism_ds.model.classifier_slicing import load_init_weights
 from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.text_embeddings import class_text_embeddings
+from vidprism_ds.model.video_model import has_experts
 from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
-from vidprism_ds.parallel.context import validate_tp_size
+from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train import checkpoint_engine, optim
 from vidprism_ds.train.batch import lr_scale, micro_batches_to_skip, plan_batch
 from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags, same_topology
 from vidprism_ds.train.compile import compile_model
 from vidprism_ds.train.distributed import init_distributed, rank_zero_first
-from vidprism_ds.train.ds_config import resolve_ds_config, training_dtype
-from vidprism_ds.train.evaluate import EvalResult, evaluate, write_eval_report
-from vidprism_ds.train.experiment_model import build_experiment_model
+from vidprism_ds.train.ds_config import DeepSpeedSettings, resolve_ds_config, training_dtype
+from vidprism_ds.train.evaluate import evaluate
 from vidprism_ds.train.export import export_model
+from vidprism_ds.train.loop_state import FINISHED, STOPPED, LoopState, RunResult
 from vidprism_ds.train.memory import report_and_check
 from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_eval_line, format_train_line
 from vidprism_ds.train.signals import StopRequest
-from vidprism_ds.train.step_log import StepLossLog
-
-
-@dataclass
-class RunResult:
-    history: list[dict] = field(default_factory=list)  # one entry per optimizer step: step, loss terms, lr
-    eval_metrics: Optional[dict] = None
-    expert_weights: Optional[list[float]] = None  # mean readout weight per expert over the last eval
-    output_dir: Optional[Path] = None
-    step: int = 0
-    stopped_by_signal: bool = False
-    resumed_from: Optional[int] = None
-
-
-# what ``Trainer.after_step`` tells the loop (None: carry on)
-STOPPED = "stopped"  # a stop signal was agreed: checkpoint saved, the run returns
-FINISHED = "finished"  # train.max_steps reached: checkpoint saved, the epoch loop ends
-
-
-@dataclass
-class _LoopState:
-    """Where ``fit`` is, and what it carries between steps."""
-
-    result: RunResult
-    stop: StopRequest
-    on_step: Optional[Callable[[int], None]]
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of the epoch consumed on this rank
-    pending: StepLossLog = field(default_factory=StepLossLog)
-    window_start: float = field(default_factory=time.perf_counter)  # throughput since the last logged step
-    window_clips: int = 0
-
-
-def load_init_weights(model, cfg: ExperimentConfig) -> None:
-    """``train.init_from`` into ``model``, its classifier mapped by ``train.init_class_map``."""
-    state = torch.load(cfg.train.init_from, map_location="cpu", weights_only=True)
-    state = apply_init_class_map(state, cfg.train.init_class_map)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if cfg.train.init_class_map == FRESH_CLASSIFIER:  # the new classifier is meant to be missing
-        missing = [key for key in missing if not is_classifier_param(key)]
-    if missing or unexpected:
-        raise RuntimeError(f"train.init_from {cfg.train.init_from}: does not match the model (missing "
-                           f"{missing[:5]}, unexpected {unexpected[:5]})")
-
-
-def check_decode_device(cfg: ExperimentConfig) -> None:
-    """data.decode_device=cuda needs a GPU in this process (checked before the demo renders its data, too)."""
-    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("data.decode_device: cuda decodes JPEG frames on the GPU, and this process has none; "
-                          "use cpu")
-
-
-def check_inputs(cfg: ExperimentConfig, num_classes: int, eval_class_names: Optional[list[str]]) -> None:
-    """What the run reads, checked before anything slow, as one ConfigError naming the key or file: the
-    decode device, and the shard folders, manifests and class lists (the evaluation loader is otherwise
-    built, and checked, only at the first evaluation, possibly hours in)."""
-    check_decode_device(cfg)
-    try:
-        check_shards_at_start(cfg.data, num_classes, train=not cfg.train.eval_only, eval_class_names=eval_class_names)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"data: {err}") from None
-
-
-def unused_ep_size_warning(ep_size: int, has_experts: bool, variant: str) -> Optional[str]:
-    """The line to print when ``parallel.ep_size`` asks for expert parallelism a model cannot use."""
-    if ep_size == 1 or has_experts:
-        return None
-    return (f"warning: parallel.ep_size={ep_size} has no effect: model.variant={variant} has no experts "
-            "(every process holds the whole model)")
-
-
-def _limit_cpu_threads(world_size: int, on_gpu: bool) -> None:
-    if not on_gpu and "OMP_NUM_THREADS" not in os.environ:
-        # Processes sharing the cores: oversubscribed threads only add scheduling overhead.
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+from vidprism_ds.train.startup_checks import check_inputs, limit_cpu_threads, unused_ep_size_warning
 
 
 class Trainer:
@@ -133,13 +59,13 @@ class Trainer:
         self.rank, self.world_size, self.device = init_distributed()
         # the ranks of one tensor-parallel group read the same batch: the data-parallel size and rank are
         # what the batch arithmetic and the loaders use (docs/parallel.md#tensor-parallelism)
-        validate_tp_size(cfg.parallel.tp_size, cfg.parallel.ep_size, self.world_size)
+        self.dims = ParallelDims(self.world_size, cfg.parallel.tp_size, cfg.parallel.ep_size)
         # the batch arithmetic needs the data-parallel size, and is checked before the model is built
-        self.batch = plan_batch(cfg.train, self.world_size, cfg.parallel.tp_size)
+        self.batch = plan_batch(cfg.train, self.dims)
         self.lr_scale = lr_scale(cfg.train, self.batch.global_batch)
         self.on_gpu = self.device.type == "cuda"
         self.dtype = training_dtype(cfg.train.precision, self.on_gpu)
-        _limit_cpu_threads(self.world_size, self.on_gpu)
+        limit_cpu_threads(self.world_size, self.on_gpu)
         self.output_dir = Path(cfg.train.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.train.seed)
@@ -154,12 +80,11 @@ class Trainer:
 
     @property
     def dp_size(self) -> int:
-        """Data-parallel size: the processes over parallel.tp_size."""
-        return self.batch.world_size
+        return self.dims.dp_size
 
     @property
     def dp_rank(self) -> int:
-        return self.rank // self.batch.tp_size
+        return self.dims.dp_rank(self.rank)
 
     def log_line(self, text: str) -> None:
         if self.rank == 0:
@@ -173,7 +98,7 @@ class Trainer:
         built = build_experiment_model(cfg, self.num_classes)
         self.model = built.model
         if cfg.train.init_from:
-            load_init_weights(self.model, cfg)
+            load_init_weights(self.model, cfg.train.init_from, cfg.train.init_class_map)
         self.text_cd = None
         if cfg.model.loss.contrastive > 0 or eval_class_names is not None:
             # the text tower runs on the device: 710 classes x 28 prompts take minutes on a CPU core
@@ -183,8 +108,9 @@ class Trainer:
                                   if eval_class_names is not None else None)
         del built  # the text tower is no longer needed
 
-        self.ctx: ParallelContext = init_expert_parallel(cfg.parallel.ep_size, cfg.parallel.tp_size)
-        self.has_experts = parallelize_model(self.model, self.ctx) is not None
+        self.ctx: ParallelContext = init_expert_parallel(self.dims.ep_size, self.dims.tp_size)
+        parallelize_model(self.model, self.ctx)
+        self.has_experts = has_experts(cfg.model)
         warning = unused_ep_size_warning(cfg.parallel.ep_size, self.has_experts, cfg.model.variant)
         if warning:
             self.log_line(warning)
@@ -217,18 +143,18 @@ class Trainer:
     def _build_engine(self, ds_config: dict) -> None:
         """The DeepSpeed config, the memory check, the optimizer and schedule, DeepSpeed's engine."""
         cfg = self.cfg
-        self.ds_config = resolve_ds_config(ds_config, cfg, self.dp_size, self.on_gpu, self.has_experts)
+        self.ds_config = resolve_ds_config(ds_config, cfg, self.dims, self.on_gpu, self.has_experts)
         # before DeepSpeed allocates anything: a configuration that cannot fit fails here, naming the knob
         self.memory_estimate = None
         if not cfg.train.eval_only:
-            self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.dp_size,
-                                                    self.ctx.ep_size, self.device, self.dtype, log=self.log_line)
+            self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.dims, self.device,
+                                                    self.dtype, log=self.log_line)
         if cfg.train.compile:
             compile_model(self.model)  # in place and lazy: traced at the first forward
 
         optim_cfg = dataclasses.replace(cfg.optim, lr=cfg.optim.lr * self.lr_scale)
         groups = optim.param_groups(self.model, optim_cfg)
-        optimizer = optim.build_optimizer(groups, optim_cfg, cpu_offload=optim.uses_cpu_offload(ds_config))
+        optimizer = optim.build_optimizer(groups, optim_cfg, cpu_offload=DeepSpeedSettings.read(self.ds_config).offload_optimizer)
         scheduler = optim.build_scheduler(optimizer, optim_cfg, max(1, self.total_steps))
         # mpu (tensor parallelism only): ZeRO partitions and averages over the data-parallel group
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -260,8 +186,8 @@ class Trainer:
             # position is scaled to the new world size (the same number of samples seen in this epoch).
             for _ in range(meta.step):
                 self.scheduler.step()
-            saved_dp_size = meta.world_size // meta.tp_size  # the checkpoint's data-parallel readers
-            skip = micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, saved_dp_size, self.batch)
+            saved = ParallelDims(meta.world_size, meta.tp_size, meta.ep_size)
+            skip = micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, saved.dp_size, self.batch)
             kept = ("weights and optimizer state (fp32 masters, Adam moments, step count)"
                     if self.checkpoints.optimizer_restored else
                     "weights (the tag has no consolidated optimizer state: it starts fresh)")
@@ -298,12 +224,12 @@ class Trainer:
         losses = combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
         return output, losses
 
-    def _flush_history(self, state: _LoopState) -> None:
+    def _flush_history(self, state: LoopState) -> None:
         for entry in state.pending.flush():
             state.result.history.append(entry)
             self.reporter.record(entry)
 
-    def _save(self, state: _LoopState, epoch: int, batches_in_epoch: int) -> None:
+    def _save(self, state: LoopState, epoch: int, batches_in_epoch: int) -> None:
         # the history file must hold every step up to the checkpoint: a resumed run continues after it
         self._flush_history(state)
         self.checkpoints.save(self.engine, state.step, epoch, batches_in_epoch)
@@ -316,7 +242,7 @@ class Trainer:
         self.engine.step()
         return output, losses
 
-    def _log_step(self, state: _LoopState, output, lr: float) -> None:
+    def _log_step(self, state: LoopState, output, lr: float) -> None:
         """The console line and wandb metrics of a logging step (the one host read of the loss terms)."""
         self._flush_history(state)
         terms = {k: v for k, v in state.result.history[-1].items() if k not in ("step", "epoch", "lr")}
@@ -327,7 +253,7 @@ class Trainer:
         self.reporter.log({**terms, "lr": lr, "clips_per_s": clips_per_s, "expert_similarity": spec}, state.step)
         state.window_start, state.window_clips = time.perf_counter(), 0
 
-    def after_step(self, state: _LoopState, output, losses) -> Optional[str]:
+    def after_step(self, state: LoopState, output, losses) -> Optional[str]:
         """After optimizer step ``state.step``: its history entry, logging, checkpoints and the stop
         agreement. Returns STOPPED or FINISHED to end the epoch's loop, None to carry on."""
         train = self.cfg.train
@@ -351,7 +277,7 @@ class Trainer:
             return FINISHED
         return None
 
-    def _train_epoch(self, state: _LoopState, skip: int) -> Optional[str]:
+    def _train_epoch(self, state: LoopState, skip: int) -> Optional[str]:
         """The epoch ``state.epoch`` from micro-batch ``skip`` on; what ``after_step`` ended it with."""
         self.train_loader.set_epoch(state.epoch)
         self.engine.train()
@@ -383,7 +309,7 @@ class Trainer:
         ``train.stop_check_every`` steps for the pre-emption agreement.
         """
         train = self.cfg.train
-        state = _LoopState(result=RunResult(output_dir=self.output_dir), stop=StopRequest(), on_step=on_step)
+        state = LoopState(result=RunResult(output_dir=self.output_dir), stop=StopRequest(), on_step=on_step)
         state.step, start_epoch, skip, state.result.resumed_from = self._resume()
         try:
             for state.epoch in range(start_epoch, train.epochs):
@@ -435,7 +361,7 @@ class Trainer:
         if self.rank == 0:
             names = self.class_names if text is None else None
             write_eval_report(result, names or [], self.output_dir / "eval" / tag)
-        self.reporter.line(format_eval_line(tag, result.top1, result.top5, result.samples, num_classes))
+        self.reporter.line(format_eval_line(tag, result.accuracy_by_k, result.samples, num_classes))
         self.reporter.log(result.as_dict(), step, prefix="eval")
         return result, expert_weights
 
