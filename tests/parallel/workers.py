@@ -150,7 +150,8 @@ def dispatch_and_combine(ep_size: int) -> dict:
     dispatcher = ExpertParallelDispatcher(placement, dist.group.WORLD, rank)
     inputs = [torch.full((2, 1 + e, 3), 100.0 * rank + e) for e in range(4)]
     dispatched = dispatcher.dispatch(inputs)
-    received = {e: batch[:, 0, 0].tolist() for e, batch in zip(dispatched.experts, dispatched.batches)}
-    outputs = dispatcher.combine(dispatched, [2 * batch for batch in dispatched.batches])
+    batches = [dispatched.batch(slot) for slot in range(len(dispatched.experts))]
+    received = {e: batch[:, 0, 0].tolist() for e, batch in zip(dispatched.experts, batches)}
+    outputs = dispatcher.combine(dispatched, [2 * batch for batch in batches])
     return {"experts": dispatched.experts, "received": received,
             "returned_own": all(torch.equal(out, 2 * x) for out, x in zip(outputs, inputs))}
