@@ -13,4 +13,4 @@ def test_top_k_is_reported_only_below_the_number_of_classes(num_classes, shown):
 def test_a_result_lists_every_counted_k_in_its_metrics():
     result = EvalResult(accuracy_by_k={1: 0.5, 5: 0.75}, samples=4, per_class_accuracy=[0.5, 0.5])
     assert (result.top1, result.top5, result.num_classes) == (0.5, 0.75, 2)
-    assert result.as_dict() == {**{f"top{k}": result.accuracy_by_k[k] for k in TOP_K}, "samples": 4}
+    assert result.as_dict() == {**{f"top{k}": result.accuracy_by_k[k] for k in TOP_K}, "samples": 4, "damaged_samples": 0}

@@ -94,3 +94,14 @@ def test_the_default_config_and_the_demo_never_flip():
     default, demo = load_config().data, load_config(DEMO_CONFIG).data
     assert default.hflip is None and not presets.effective_hflip(default.dataset, default.hflip)
     assert not presets.effective_hflip(demo.dataset, demo.hflip)
+
+
+def test_ucf101_class_index_space_separated_and_1_based_is_read_as_an_id_file(tmp_path):
+    from vidprism_ds.data.presets import load_class_names, parse_class_names
+
+    class_ind = tmp_path / "classInd.txt"
+    class_ind.write_bytes(b"1 ApplyEyeMakeup\r\n2 ApplyLipstick\r\n3 Archery\r\n")  # as UCF101 ships it (CRLF)
+    assert load_class_names("custom", class_ind) == ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    assert parse_class_names("2 b\n0 a\n1 c\n") == ["a", "c", "b"]  # 0-based, any order
+    with pytest.raises(ValueError, match=r"the ids of an id name list must be 0\.\.1 or 1\.\.2, each once"):
+        parse_class_names("1 a\n3 b\n", "classInd.txt")

@@ -33,3 +33,25 @@ def test_raw_loaders_refuse_dense_and_multirate_clips(synthetic_shards):
             build_raw_eval_loader(cfg, synthetic_shards["list"], 2, video_root=synthetic_shards["root"])
         with pytest.raises(ValueError, match="data_prep/shard.py"):
             build_raw_train_loader(cfg, synthetic_shards["list"], 2, video_root=synthetic_shards["root"])
+
+
+def test_raw_loaders_name_a_symlink_loop_and_leave_out_labels_outside_the_model_s_classes(tmp_path):
+    import os
+    import warnings
+
+    from vidprism_ds.data.video_decode import VideoDecodeError, open_video
+
+    os.symlink("loop_b.mp4", tmp_path / "loop_a.mp4")
+    os.symlink("loop_a.mp4", tmp_path / "loop_b.mp4")
+    with pytest.raises(VideoDecodeError, match="symlink loop"):
+        open_video(str(tmp_path / "loop_a.mp4"))
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 7\nc.mp4 3\nd.mp4 9\n")
+    cfg = DataConfig(dataset="custom", num_frames=4, image_size=32, num_workers=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loader = build_raw_eval_loader(cfg, tmp_path / "list.txt", 2, num_classes=4)
+    assert loader.num_samples == 2  # a.mp4 and c.mp4
+    message = str(caught[-1].message)
+    assert "2 of 4 rows left out; the first, line 2 (b.mp4): label 7 is outside the 4 classes (0..3)" in message
+    with pytest.warns(UserWarning, match="2 of 4 rows left out"):
+        assert build_raw_train_loader(cfg, tmp_path / "list.txt", 2, num_classes=4).num_samples == 2

@@ -82,3 +82,17 @@ def test_evaluate_passes_a_batch_s_frame_times_and_omits_them_for_segment_clips(
     assert with_times.top1 == 1.0 and model.calls[-1].shape == (2, 4)
     segment = evaluate(model, [batch], num_classes=3, device=torch.device("cpu"), dtype=torch.float32, dp_size=1)
     assert segment.top1 == 0.0 and model.calls[-1] is None
+
+
+def test_the_damaged_samples_of_an_evaluation_are_in_its_result_and_metrics_json(tmp_path):
+    import json
+
+    from vidprism_ds.analysis.eval_report import write_eval_report
+
+    frames = torch.zeros(2, 1, 1, 3, 2, 2, dtype=torch.uint8)
+    batches = [{"frames": frames, "labels": torch.tensor([0, 0]), "valid": torch.tensor([True, False]), "damaged": 1},
+               {"frames": frames, "labels": torch.tensor([0, 0]), "valid": torch.tensor([True, True]), "damaged": 0}]
+    result = evaluate(Fixed(), batches, num_classes=3, device=torch.device("cpu"), dtype=torch.float32, dp_size=1)
+    assert (result.samples, result.damaged_samples, result.as_dict()["damaged_samples"]) == (3, 1, 1)
+    write_eval_report(result, ["a", "b", "c"], tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["damaged_samples"] == 1

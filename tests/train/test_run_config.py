@@ -28,8 +28,23 @@ def test_the_run_config_is_the_demo_unless_a_file_is_given_and_eval_only_is_a_ke
 
 def test_the_files_that_come_with_the_code_are_found_from_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert DEFAULT_DS_CONFIG == REPO_ROOT / "ds_configs" / "zero2.json" and DEFAULT_DS_CONFIG.is_file()
+    assert DEFAULT_DS_CONFIG.is_file() and DEFAULT_DS_CONFIG.is_absolute()
+    assert (REPO_ROOT / "ds_configs" / "zero2.json").samefile(DEFAULT_DS_CONFIG)  # the checkout's path still works
     assert DEMO_CONFIG.is_file() and DEMO_CONFIG.is_absolute()
+
+
+def test_the_default_deepspeed_configs_are_package_data_so_an_installed_package_has_them():
+    import fnmatch
+    import tomllib
+
+    import vidprism_ds
+
+    package_dir = Path(vidprism_ds.__file__).parent
+    data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for config in sorted(DEFAULT_DS_CONFIG.parent.glob("*.json")) or [DEFAULT_DS_CONFIG]:
+        relative = config.relative_to(package_dir)  # inside the package, not beside it
+        package, name = ".".join(("vidprism_ds",) + relative.parts[:1]), "/".join(relative.parts[1:])
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in data.get(package, [])), (config, data)
 
 
 def test_a_shard_directory_must_exist_and_hold_a_manifest(tmp_path):

@@ -24,7 +24,7 @@ def write_eval_report(result: EvalResult, class_names: list[str], out_dir: Path)
     names = list(class_names) if len(class_names) == num_classes else [str(i) for i in range(num_classes)]
     top_k = {f"top{k}": result.accuracy_by_k[k] for k in reported_top_k(num_classes)}
     (out_dir / "metrics.json").write_text(json.dumps({
-        **top_k, "samples": result.samples, "num_classes": num_classes,
+        **top_k, "samples": result.samples, "damaged_samples": result.damaged_samples, "num_classes": num_classes,
         "per_class_accuracy": dict(zip(names, result.per_class_accuracy))}, indent=1))
     confusion = result.confusion.double()
     normalised = (confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)).numpy()

@@ -32,6 +32,7 @@ class EvalResult:
     samples: int
     per_class_accuracy: list[float] = field(default_factory=list)
     confusion: Optional[torch.Tensor] = None  # (C, C) counts, row = true class
+    damaged_samples: int = 0  # left out of the counts: damaged in the shards (vidprism_ds.data.damage)
 
     @property
     def top1(self) -> float:
@@ -42,7 +43,8 @@ class EvalResult:
         return self.accuracy_by_k[5]
 
     def as_dict(self) -> dict:
-        return {**{f"top{k}": self.accuracy_by_k[k] for k in TOP_K}, "samples": self.samples}
+        return {**{f"top{k}": self.accuracy_by_k[k] for k in TOP_K}, "samples": self.samples,
+                "damaged_samples": self.damaged_samples}
 
     @property
     def num_classes(self) -> int:

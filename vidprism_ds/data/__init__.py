@@ -7,8 +7,9 @@ Public API (imported lazily, so ``import vidprism_ds.data.presets`` stays light 
     build_eval_loader(data_cfg, shard_dir, batch_size, rank=0, world_size=1) -> EpochLoader
         batches {"frames": (B, V, T, 3, S, S) uint8, "labels": (B,) int64, "valid": (B,) bool,
                  "index": (B,) int64}; V = test_clips x test_crops, clip-major; padding has valid False
-    build_raw_eval_loader(data_cfg, list_file, batch_size, rank=0, world_size=1, video_root=None)
-    build_raw_train_loader(data_cfg, list_file, micro_batch, rank=0, world_size=1, seed=0, video_root=None)
+    build_raw_eval_loader(data_cfg, list_file, batch_size, rank=0, world_size=1, video_root=None, num_classes=None)
+    build_raw_train_loader(data_cfg, list_file, micro_batch, rank=0, world_size=1, seed=0, video_root=None,
+                           num_classes=None)
         the same batches decoded from video files with decord (no shards)
 
 ``EpochLoader``: ``len()`` = batches per epoch on this rank (equal on every rank, from the manifest),

@@ -10,7 +10,7 @@ import torch
 
 from vidprism_ds.data.clip_settings import (EvalClipSettings, TrainClipSettings, clip_times, sample_clip_source,
                                             sampling_of, uses_frame_times)
-from vidprism_ds.data.damage import LOST, DamageLog, is_damaged
+from vidprism_ds.data.damage import DAMAGED, LOST, DamageLog, is_damaged
 from vidprism_ds.data.jpeg import decode_jpegs
 from vidprism_ds.data.sample_filters import map_undamaged
 from vidprism_ds.data.sampling import ClipSource, eval_frame_picks, train_frame_picks
@@ -83,7 +83,7 @@ def invalidate_damaged(samples: Iterator[dict], settings: EvalClipSettings, dama
         damage.record(sample)
         index = sample["__index__"]
         for offset in range(sample.get(LOST, 1)):
-            yield {**padding_sample(settings), "index": index + offset if index >= 0 else -1}
+            yield {**padding_sample(settings), "index": index + offset if index >= 0 else -1, DAMAGED: 1}
 
 
 def pad_to(samples: Iterator[dict], count: int, settings: EvalClipSettings) -> Iterator[dict]:

@@ -13,11 +13,17 @@ def collate_frame_times(samples: list[dict]) -> dict[str, torch.Tensor]:
     return {"frame_times": torch.stack([s["frame_times"] for s in samples])}
 
 
+def damaged_count(samples: list[dict]) -> int:
+    """The damaged samples a batch stands for (``vidprism_ds.data.damage.DAMAGED``): a Python int, not a
+    tensor, so that the trainer adds it up without reading a tensor (a host sync on a GPU run)."""
+    return sum(s.get("damaged", 0) for s in samples)
+
+
 def collate_train(samples: list[dict]) -> dict[str, torch.Tensor]:
     # default_collate stacks straight into shared memory inside a worker: no extra copy on the way out
     return {"frames": default_collate([s["frames"] for s in samples]),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-            **collate_frame_times(samples)}
+            "damaged": damaged_count(samples), **collate_frame_times(samples)}
 
 
 def collate_eval(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -25,4 +31,4 @@ def collate_eval(samples: list[dict]) -> dict[str, torch.Tensor]:
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
             "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
             "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
-            **collate_frame_times(samples)}
+            "damaged": damaged_count(samples), **collate_frame_times(samples)}

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 DAMAGE = "__damage__"  # the reason, in a marker
 LOST = "__lost__"  # how many samples a marker stands for (> 1 when a shard ends early)
+DAMAGED = "damaged"  # in a sample and its batch: damaged samples it stands in for (the trainer logs their sum)
 
 
 class DamagedSample(Exception):
@@ -59,22 +60,32 @@ class DamageLog:
     limit: int  # data.max_bad_samples; 0 = stop at the first damaged sample
     purpose: str  # "training" or "evaluation", for the messages
     count: int = 0
+    # what happens to the sample, and whose count this is (device decode: "replaced", "on this rank")
+    action: str = ""
+    where: str = "on one loader worker"
 
     def record(self, marker: dict) -> None:
         self.count += marker.get(LOST, 1)
-        action = "skipped" if self.purpose == "training" else "counted as invalid (left out of the metrics)"
-        logger.warning("%s: damaged sample %s: %s [%d this epoch on this loader worker, data.max_bad_samples=%d]",
-                       self.purpose, action, describe(marker), self.count, self.limit)
+        action = self.action or ("skipped" if self.purpose == "training"
+                                 else "counted as invalid (left out of the metrics)")
+        logger.warning("%s: damaged sample %s: %s [%d this epoch %s, data.max_bad_samples=%d]",
+                       self.purpose, action, describe(marker), self.count, self.where, self.limit)
         if self.count > self.limit:
             raise TooManyDamagedSamples(
-                f"{self.purpose}: {self.count} damaged samples in this epoch on one loader worker, more than "
+                f"{self.purpose}: {self.count} damaged samples in this epoch {self.where}, more than "
                 f"data.max_bad_samples={self.limit}; the last: {describe(marker)}")
 
 
 def skip_damaged(samples: Iterator[dict], damage: DamageLog) -> Iterator[dict]:
-    """Training: log and drop markers (counted against ``data.max_bad_samples``)."""
+    """Training: log and drop markers (counted against ``data.max_bad_samples``). The next sample carries
+    how many were dropped before it (``DAMAGED``), so the batches add up to the epoch's count."""
+    dropped = 0
     for sample in samples:
         if is_damaged(sample):
             damage.record(sample)
+            dropped += sample.get(LOST, 1)
             continue
+        if dropped:
+            sample = {**sample, DAMAGED: dropped}
+            dropped = 0
         yield sample

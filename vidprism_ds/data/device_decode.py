@@ -19,10 +19,12 @@ shared-memory blocks rather than B x T small tensors):
 
 Damaged samples (``vidprism_ds.data.damage``): a worker reads the picked bytes but does not decode
 them, so it skips (and counts against ``data.max_bad_samples``) a sample whose members cannot be read or
-whose picked frames are not JPEG files at all (no start marker, or no end marker: cut short). A frame
-that passes those checks and still fails in ``decode_clips`` stops the run with ``CorruptFrameError``
-naming the clip's shard and key: the batch is already on its way, and dropping a clip there would
-change the batch size on one rank only.
+whose picked frames are not JPEG files at all (``jpeg.check_jpeg_markers``, the check the CPU path makes
+too: no start marker, or no end marker: cut short). A frame that passes that check and still fails in
+``decode_clips`` cannot be dropped there (the batch is on its way, and one rank's batch would shrink
+while the others' do not): its clip is replaced by another clip of the same batch, named in a warning,
+counted in the batch's ``damaged`` and against ``data.max_bad_samples`` (the trainer's ``DamageLog``
+for the epoch).
 
 ``decode_clips`` runs on any device; the tests run it on the CPU, and ``bench/gpu_check.py`` compares
 it on a GPU with the CPU path pixel by pixel.
@@ -30,6 +32,7 @@ it on a GPU with the CPU path pixel by pixel.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Iterator, Optional, Sequence
 
@@ -39,28 +42,19 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidprism_ds.data.clip_settings import (TrainClipSettings, clip_times, sample_clip_source, sampling_of,
                                             uses_frame_times)
-from vidprism_ds.data.collate import collate_frame_times
-from vidprism_ds.data.damage import DamagedSample
-from vidprism_ds.data.jpeg import decoder_message, read_member
+from vidprism_ds.data.collate import collate_frame_times, damaged_count
+from vidprism_ds.data.damage import DamageLog, DamagedSample, TooManyDamagedSamples, damage_marker, describe
+from vidprism_ds.data.jpeg import check_jpeg_markers, decoder_message, read_member
 from vidprism_ds.data.sample_filters import map_undamaged
 from vidprism_ds.data.sampling import train_frame_picks
 from vidprism_ds.data.seeding import clip_rng
 from vidprism_ds.data.transforms import ClipAugmentation, draw_clip_augmentation, to_grayscale
 
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+logger = logging.getLogger(__name__)
 
 
-class CorruptFrameError(RuntimeError):
-    """A frame of a device-decode batch did not decode; the message names the clip's shard and key."""
-
-
-def check_jpeg_markers(name: str, data: bytes) -> None:
-    """The cheap part of a decode, for workers that do not decode: a JPEG file starts with the SOI
-    marker and ends with EOI (trailing zero padding allowed); a cut-short or overwritten frame does not."""
-    if not data.startswith(JPEG_START):
-        raise DamagedSample(f"{name}: not a JPEG file (no start marker)")
-    if not data.rstrip(b"\x00").endswith(JPEG_END):
-        raise DamagedSample(f"{name}: JPEG file cut short (no end marker)")
+class CorruptFrameError(TooManyDamagedSamples):
+    """No clip of a device-decode batch decodes: there is nothing to replace the bad ones with."""
 
 
 def picked_jpeg_bytes(frames_jpeg: Sequence, picks: Sequence[int]) -> list[bytes]:
@@ -109,7 +103,8 @@ def collate_jpeg_clips(samples: list[dict]) -> dict:
             "jpeg_offsets": sizes.cumsum(0),
             "augment": torch.tensor([s["augment"] for s in samples], dtype=torch.float64),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-            "keys": [s.get("key", "?") for s in samples], **collate_frame_times(samples)}
+            "keys": [s.get("key", "?") for s in samples], "damaged": damaged_count(samples),
+            **collate_frame_times(samples)}
 
 
 def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
@@ -129,24 +124,26 @@ def crop_resize_float(frames_t3hw: torch.Tensor, box: Sequence[float], size: int
 
 
 @torch.no_grad()
-def decode_clips(batch: dict[str, torch.Tensor], device: torch.device, image_size: int) -> torch.Tensor:
+def decode_clips(batch: dict[str, torch.Tensor], device: torch.device, image_size: int,
+                 damage: Optional[DamageLog] = None) -> torch.Tensor:
     """A ``collate_jpeg_clips`` batch -> uint8 (B, T, 3, S, S) on ``device``.
 
     One batched ``decode_jpeg`` call for all B x T frames (on CUDA: nvJPEG), then each clip's crop box,
     flip and grayscale, as ``vidprism_ds.data.transforms.apply_clip_augmentation`` does on the CPU.
+    A clip with a frame that does not decode is replaced in ``batch`` (``replace_bad_clips``); ``damage``
+    (default: no limit) counts it against ``data.max_bad_samples``.
     """
     offsets = batch["jpeg_offsets"].tolist()  # a host tensor: no device sync
     blob = batch["jpeg_bytes"]
     files = [blob[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-    augment = batch["augment"].tolist()
-    num_clips = len(augment)
+    num_clips = batch["augment"].shape[0]
     num_frames = len(files) // num_clips
     try:
         decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError as err:  # torchvision's error names no file: find the failing clip to name it
-        raise CorruptFrameError(_name_failing_clip(files, num_frames, batch.get("keys"), device, err)) from err
+    except RuntimeError as err:  # torchvision's error names no file: decode clip by clip to find it
+        decoded = replace_bad_clips(batch, files, num_frames, device, err, damage)
     clips = []
-    for c, row in enumerate(augment):
+    for c, row in enumerate(batch["augment"].tolist()):
         frames_t3hw = torch.stack(decoded[c * num_frames:(c + 1) * num_frames])
         clip = crop_resize_float(frames_t3hw, row[:4], image_size)
         if row[4]:
@@ -157,16 +154,46 @@ def decode_clips(batch: dict[str, torch.Tensor], device: torch.device, image_siz
     return torch.stack(clips)
 
 
-def _name_failing_clip(files: list[torch.Tensor], num_frames: int, keys: Optional[list[str]], device: torch.device,
-                       err: RuntimeError) -> str:
-    """Decode clip by clip (only after a batch failed) to say which clip holds the bad frame."""
+def replace_bad_clips(batch: dict, files: list[torch.Tensor], num_frames: int, device: torch.device,
+                      err: RuntimeError, damage: Optional[DamageLog]) -> list[torch.Tensor]:
+    """After a batch failed to decode: each clip whose frames do not decode takes the frames, augmentation,
+    label (and frame times) of the nearest good clip before it in the batch, or after it for the first.
+
+    Why a clip of the same batch: the batch keeps its size on every rank (the global batch, DeepSpeed's
+    gradient averaging and the expert-parallel all-to-alls stay as planned); the substitute is a real,
+    correctly labelled sample of this epoch's stream, so the step sees only data it would see anyway (one
+    sample counted twice), unlike a blank clip, which would teach the model a class for grey frames; and
+    it depends on nothing but the batch, so a rerun replaces the same way. ``batch`` is changed in place
+    (its ``damaged`` count grows by the clips replaced); the decoded frames come back in batch order."""
+    keys = batch.get("keys") or [f"clip {c} of the batch (no keys in it)" for c in range(len(files) // num_frames)]
+    decoded, bad = [], {}
     for clip in range(len(files) // num_frames):
         try:
-            decode_jpeg(files[clip * num_frames:(clip + 1) * num_frames], mode=ImageReadMode.RGB, device=device)
+            decoded.append(decode_jpeg(files[clip * num_frames:(clip + 1) * num_frames], mode=ImageReadMode.RGB,
+                                       device=device))
         except RuntimeError as clip_err:
-            key = keys[clip] if keys else f"clip {clip} of the batch (no keys in it)"
-            return f"data.decode_device=cuda: a frame of {key} does not decode ({decoder_message(clip_err)})"
-    return f"data.decode_device=cuda: the batch does not decode ({decoder_message(err)})"
+            decoded.append(None)
+            bad[clip] = decoder_message(clip_err)
+    good = [c for c, frames in enumerate(decoded) if frames is not None]
+    if not good:
+        raise CorruptFrameError(f"data.decode_device=cuda: no clip of the batch decodes ({decoder_message(err)}); "
+                                f"the first: {keys[0]}")
+    for clip, reason in bad.items():
+        substitute = max((c for c in good if c < clip), default=good[0])
+        shard, _, key = keys[clip].rpartition(":")
+        marker = damage_marker({"__url__": shard, "__key__": key},
+                               f"a frame does not decode ({reason}); replaced by {keys[substitute]} in its batch")
+        if damage is not None:
+            damage.record(marker)
+        else:
+            logger.warning("training: damaged sample replaced: %s", describe(marker))  # no limit given
+        decoded[clip] = decoded[substitute]
+        for name in ("augment", "labels", "frame_times"):
+            if name in batch:
+                batch[name][clip] = batch[name][substitute]
+        keys[clip] = keys[substitute]
+    batch["damaged"] = batch.get("damaged", 0) + len(bad)
+    return [frame for frames in decoded for frame in frames]
 
 
 def uses_device_decode(batch: dict) -> bool:

@@ -1,5 +1,7 @@
 """JPEG frame members: read a member's bytes and decode the picked frames on the CPU (the worker's path;
-``device_decode`` ships the bytes instead and decodes them on the model's device)."""
+``device_decode`` ships the bytes instead and decodes them on the model's device). Both paths check a
+member's bytes with ``check_jpeg_markers`` first: libjpeg decodes a file cut short without an error,
+greying out what is missing, so that check is what names such a frame."""
 
 from __future__ import annotations
 
@@ -12,6 +14,18 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidprism_ds.data.damage import DamagedSample
 from vidprism_ds.data.tar_reader import TarMember
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def check_jpeg_markers(name: str, data: bytes) -> None:
+    """A JPEG file starts with the SOI marker and ends with EOI (trailing zero padding allowed); a cut-short
+    or overwritten frame does not. ``DamagedSample`` naming the member otherwise."""
+    if not data.startswith(JPEG_START):
+        raise DamagedSample(f"{name}: not a JPEG file (no start marker)")
+    if not data.rstrip(b"\x00").endswith(JPEG_END):
+        raise DamagedSample(f"{name}: JPEG file cut short (no end marker)")
 
 
 def read_member(member: TarMember) -> bytes:
@@ -32,6 +46,7 @@ def decode_frame(member: TarMember) -> torch.Tensor:
     data = read_member(member)
     if not data:
         raise DamagedSample(f"{member.name}: empty JPEG")
+    check_jpeg_markers(member.name, data)
     try:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as err:  # torchvision reports libjpeg errors as RuntimeError

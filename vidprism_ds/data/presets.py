@@ -103,6 +103,8 @@ def _read_resource_text(name: str) -> str:
 # A row of an ``id,name`` class list: digits, then a comma.
 _ID_NAME_ROW = re.compile(r"^\s*\d+\s*,")
 _ID_NAME_HEADER = "id,name"
+# A row of an ``id name`` class index as UCF101 and HMDB51 ship it (``classInd.txt``: ``1 ApplyEyeMakeup``).
+_ID_SPACE_NAME_ROW = re.compile(r"^\s*(\d+)\s+(\S.*?)\s*$")
 
 
 def parse_class_names(text: str, where: str = "label list") -> list[str]:
@@ -110,13 +112,21 @@ def parse_class_names(text: str, where: str = "label list") -> list[str]:
 
     - one class per line (line N = id N);
     - ``id,name`` CSV (``0,moving right``; ids 0..C-1 each once, in any order; an ``id,name`` header
-      line is optional; names may be quoted), as some datasets ship their class index.
+      line is optional; names may be quoted), as some datasets ship their class index;
+    - ``id name`` rows on every line (UCF101's ``classInd.txt``: ``1 ApplyEyeMakeup``): ids 1..C (UCF101's
+      own numbering, read as 0..C-1) or 0..C-1, each once, in any order.
 
     Blank trailing lines are ignored; a blank line inside, a repeated name or a file that is only partly
     ``id,name`` rows is an error. ``where`` (a file name) starts the error message."""
     lines = text.rstrip("\r\n").splitlines()
     layout = _csv_layout(lines, where)
-    names = [line.strip() for line in lines] if layout is None else _parse_id_name_rows(lines, layout, where)
+    if layout is not None:
+        names = _parse_id_name_rows(lines, layout, where)
+    elif lines and all(_ID_SPACE_NAME_ROW.match(line) for line in lines):
+        rows = [_ID_SPACE_NAME_ROW.match(line).groups() for line in lines]
+        names = _names_by_id({int(i): name for i, name in rows}, len(rows), where, first_ids=(0, 1))
+    else:
+        names = [line.strip() for line in lines]
     for line_no, name in enumerate(names, start=1):
         if not name:
             raise ValueError(f"{where}: line {line_no} is empty; a label list has one class name per line")
@@ -159,11 +169,19 @@ def _parse_id_name_rows(lines: list[str], has_header: bool, where: str) -> list[
         if class_id in by_id:
             raise ValueError(f"{where}: line {line_no}: id {class_id} is listed twice")
         by_id[class_id] = name
-    if sorted(by_id) != list(range(len(by_id))):
-        wrong = sorted(set(by_id) - set(range(len(by_id))))
-        raise ValueError(f"{where}: the ids of an id,name list must be 0..{len(by_id) - 1}, each once; "
-                         f"found {wrong[:3]} (ids start at 0)")
-    return [by_id[i] for i in range(len(by_id))]
+    return _names_by_id(by_id, len(by_id), where)
+
+
+def _names_by_id(by_id: dict[int, str], rows: int, where: str, first_ids: tuple[int, ...] = (0,)) -> list[str]:
+    """The names in id order; the ids must be first..first+C-1 for one of ``first_ids``, each once."""
+    for first in first_ids:
+        if rows == len(by_id) and sorted(by_id) == list(range(first, first + rows)):
+            return [by_id[i] for i in range(first, first + rows)]
+    layout = "id,name" if first_ids == (0,) else "id name"
+    expected = " or ".join(f"{first}..{first + rows - 1}" for first in first_ids)
+    wrong = sorted(set(by_id) - set(range(first_ids[0], first_ids[-1] + rows)))
+    raise ValueError(f"{where}: the ids of an {layout} list must be {expected}, each once; found "
+                     f"{wrong[:3] or 'an id listed twice'} (ids start at {' or '.join(map(str, first_ids))})")
 
 
 @lru_cache(maxsize=None)

@@ -95,7 +95,11 @@ def raw_to_eval_views(items: Iterator[dict], settings: EvalClipSettings,
 # ---------------------------------------------------------------------------------------------- loaders
 
 
-def _raw_entries(cfg: DataConfig, list_file: Optional[str | Path], video_root: Optional[str | Path]):
+def _raw_entries(cfg: DataConfig, list_file: Optional[str | Path], video_root: Optional[str | Path],
+                 num_classes: Optional[int] = None) -> list[VideoEntry]:
+    """The list's usable rows. A row whose class is unknown or whose label is outside ``num_classes`` (the
+    model's, as the shard loaders check it; default: the class list's size) is left out, with one warning
+    that counts them and names the first: such a label would reach the loss (or index out of its range)."""
     if cfg.clip_sampling != "segment":
         raise ValueError(f"data.clip_sampling={cfg.clip_sampling} needs multi-rate shards (dense bursts and frame "
                          "timestamps): the raw-video loaders serve segment clips only; shard the list with "
@@ -106,7 +110,14 @@ def _raw_entries(cfg: DataConfig, list_file: Optional[str | Path], video_root: O
     root = video_root or cfg.video_root or Path(list_file).parent
     class_names = load_class_names(cfg.dataset, cfg.labels) if (cfg.labels or cfg.dataset != CUSTOM) else None
     entries, _ = read_video_list(list_file, root, cfg.list_format, class_names)
-    return [e for e in entries if e.problem is None]
+    left_out = [(e, e.problem or f"label {e.label} is outside the {num_classes} classes (0..{num_classes - 1})")
+                for e in entries if e.problem is not None or (num_classes is not None and e.label >= num_classes)]
+    if left_out:
+        first, problem = left_out[0]
+        warnings.warn(f"{list_file}: {len(left_out)} of {len(entries)} rows left out; the first, line {first.line} "
+                      f"({first.video_id}): {problem}")
+    dropped = {id(e) for e, _ in left_out}
+    return [e for e in entries if id(e) not in dropped]
 
 
 def raw_eval_pipeline(entries, cfg: DataConfig, batch_size: int, rank: int, world_size: int, plan: EvalPlan,
@@ -122,14 +133,16 @@ def raw_eval_pipeline(entries, cfg: DataConfig, batch_size: int, rank: int, worl
 
 
 def build_raw_eval_loader(data_cfg: DataConfig, list_file: Optional[str | Path], batch_size: int, rank: int = 0,
-                          world_size: int = 1, video_root: Optional[str | Path] = None) -> EpochLoader:
+                          world_size: int = 1, video_root: Optional[str | Path] = None,
+                          num_classes: Optional[int] = None) -> EpochLoader:
     """Like ``loaders.build_eval_loader`` but decoding the listed videos with decord on the fly (no shards).
 
     ``list_file`` defaults to ``data_cfg.val_list``; paths are relative to ``video_root`` (default
     ``data_cfg.video_root``, else the list's folder). Rows that cannot be used (unknown class) are left
-    out; a video that fails to decode is an invalid sample (``valid`` False) with its index."""
+    out (``_raw_entries``, with ``num_classes`` the model's); a video that fails to decode is an invalid sample
+    (``valid`` False) with its index."""
     check_rank(rank, world_size, batch_size)
-    entries = _raw_entries(data_cfg, list_file, video_root)
+    entries = _raw_entries(data_cfg, list_file, video_root, num_classes)
     plan = eval_plan(len(entries), batch_size, world_size, data_cfg.num_workers)
     make = functools.partial(raw_eval_pipeline, entries, data_cfg, batch_size, rank, world_size, plan)
     return EpochLoader(make, plan.batches_per_rank, data_cfg.num_workers, len(entries))
@@ -147,11 +160,12 @@ def raw_train_pipeline(entries, cfg: DataConfig, micro_batch: int, rank: int, wo
 
 
 def build_raw_train_loader(data_cfg: DataConfig, list_file: Optional[str | Path], micro_batch: int, rank: int = 0,
-                           world_size: int = 1, seed: int = 0, video_root: Optional[str | Path] = None) -> EpochLoader:
+                           world_size: int = 1, seed: int = 0, video_root: Optional[str | Path] = None,
+                           num_classes: Optional[int] = None) -> EpochLoader:
     """Training batches decoded from the listed videos on the fly (the benchmark's baseline; the shard
     loader is the one to train with). Same batch format and epoch length rule as ``build_train_loader``."""
     check_rank(rank, world_size, micro_batch)
-    entries = _raw_entries(data_cfg, list_file, video_root)
+    entries = _raw_entries(data_cfg, list_file, video_root, num_classes)
     if not entries:
         raise ValueError("the video list has no usable rows")
     batches = train_batches_per_rank(len(entries), micro_batch, world_size)

@@ -8,10 +8,11 @@ processes it can replace.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -47,9 +48,32 @@ def _short_reason(err: BaseException) -> str:
     return _DECORD_LOCATION.sub("", text)[:200]
 
 
+SYMLINK_LOOP = "symlink loop (too many levels of symbolic links)"
+BROKEN_SYMLINK = "broken symlink (its target does not exist)"
+
+
+def symlink_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be opened when a symbolic link is to blame, else None.
+
+    ``os.path.exists`` is false both for a link loop and for a link to nothing, and both came out as
+    "missing file", which sends people looking for a file that is there.
+    """
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return SYMLINK_LOOP
+        if err.errno == errno.ENOENT and os.path.islink(path):
+            return BROKEN_SYMLINK
+    return None  # not a link problem: the checks below say what is wrong, if anything
+
+
 def open_video(path: str) -> OpenedVideo:
     import decord
 
+    link_problem = symlink_problem(path)  # the sharder and the raw-video loaders alike
+    if link_problem is not None:
+        raise VideoDecodeError(link_problem)
     if not os.path.exists(path):
         raise VideoDecodeError("missing file")
     if not os.path.isfile(path):

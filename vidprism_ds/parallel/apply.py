@@ -12,7 +12,6 @@ from vidprism_ds.parallel.deepspeed_private import mark_expert_parameters
 from vidprism_ds.parallel.expert_parallel_dispatch import ExpertParallelDispatcher
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
 from vidprism_ds.parallel.placement import ExpertPlacement, place_experts
-from vidprism_ds.parallel.tensor_parallel import apply_tensor_parallel
 
 
 def expert_stream_cost(tokens: int, expert: nn.Module, dim: int) -> float:
@@ -51,7 +50,9 @@ def parallelize_model(model: nn.Module, ctx: ParallelContext) -> Optional[Expert
     head = find_expert_head(model)
     if head is not None and isinstance(head.experts, LocalExpertShard):
         raise RuntimeError("parallelize_model was already applied to this model")
-    apply_tensor_parallel(model, ctx)
+    if ctx.tp_size > 1:  # megatron-core is imported only when tensor parallelism is used (seconds, warnings)
+        from vidprism_ds.parallel.tensor_parallel import apply_tensor_parallel
+        apply_tensor_parallel(model, ctx)
     if head is None:
         return None
     placement = plan_placement(head, ctx.ep_size)

@@ -22,7 +22,7 @@ from vidprism_ds.parallel.apply import find_expert_head
 from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.expert_shard import LocalExpertShard
 from vidprism_ds.parallel.optimizer_state import assemble_tp
-from vidprism_ds.parallel.tensor_parallel import assemble_module_states, localise_module_state, parameter_full_name
+from vidprism_ds.parallel.tp_layout import assemble_module_states, localise_module_state, parameter_full_name
 from vidprism_ds.utils.files import atomic_torch_save
 
 EXPERT_DIR = "experts"

@@ -37,7 +37,7 @@ from torch import nn
 from vidprism_ds.parallel import deepspeed_private
 from vidprism_ds.parallel.apply import find_expert_head
 from vidprism_ds.parallel.context import ParallelContext
-from vidprism_ds.parallel.tensor_parallel import parameter_full_name
+from vidprism_ds.parallel.tp_layout import parameter_full_name
 from vidprism_ds.utils.files import atomic_torch_save
 
 OPTIMIZER_DIR = "optimizer"

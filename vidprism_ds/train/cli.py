@@ -76,6 +76,10 @@ def _zero_shot_class_names(zero_shot_labels: str) -> Optional[list[str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     name_the_accelerator()
+    import torch
+
+    from vidprism_ds.train.library_output import quiet_libraries
+    quiet_libraries(on_gpu=torch.cuda.is_available())  # before DeepSpeed is imported: docs/training.md
     try:
         is_demo = args.config is None
         cfg = load_run_config(args.config, args.overrides, eval_only=args.eval_only or bool(args.export))

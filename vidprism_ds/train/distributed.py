@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from vidprism_ds.train.launch import export_launch_env, resolve_launch
+from vidprism_ds.train.library_output import dropping_stdout_lines
 
 Value = TypeVar("Value")
 
@@ -25,7 +26,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
             # and otherwise guesses it from the global rank (seen on the H200 run: "Guessing device ID")
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        with dropping_stdout_lines():  # DeepSpeed prints that its CPU collectives loaded (library_output.py)
+            deepspeed.init_distributed(dist_backend=backend, verbose=False)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

@@ -38,6 +38,7 @@ class EvalAccumulator:
         # videos whose class is among the k highest scores, for every k of TOP_K after the first (TOP_K
         # starts at 1, and top-1 is the confusion matrix's diagonal)
         self.top_k_correct = torch.zeros(len(TOP_K) - 1, dtype=torch.float64, device=device)
+        self.damaged = 0  # damaged samples this rank's batches stood in for (a host count from the loader)
 
     def add(self, probs_bc: torch.Tensor, labels_b: torch.Tensor, valid_b: torch.Tensor) -> None:
         # padding samples get weight 0 instead of being indexed away: a boolean mask would make the
@@ -54,7 +55,8 @@ class EvalAccumulator:
         self.confusion.view(-1).index_add_(0, flat_b, weight_b)
 
     def reduce(self, dp_size: int, group=None) -> EvalResult:
-        packed = torch.cat([self.confusion.flatten(), self.top_k_correct])
+        damaged = torch.tensor([float(self.damaged)], dtype=torch.float64, device=self.device)
+        packed = torch.cat([self.confusion.flatten(), self.top_k_correct, damaged])
         if dp_size > 1:
             dist.all_reduce(packed, group=group)
         packed = packed.cpu()  # the one host read of an evaluation
@@ -62,9 +64,10 @@ class EvalAccumulator:
         total = float(confusion.sum())
         per_class_total = confusion.sum(dim=1)
         per_class = (confusion.diagonal() / per_class_total.clamp(min=1)).tolist()
-        correct_by_k = [float(confusion.diagonal().sum())] + packed[self.num_classes ** 2:].tolist()
+        correct_by_k = [float(confusion.diagonal().sum())] + packed[self.num_classes ** 2:-1].tolist()
         return EvalResult(accuracy_by_k={k: correct / max(total, 1.0) for k, correct in zip(TOP_K, correct_by_k)},
-                          samples=int(total), per_class_accuracy=per_class, confusion=confusion.to(torch.int64))
+                          samples=int(total), per_class_accuracy=per_class, confusion=confusion.to(torch.int64),
+                          damaged_samples=int(packed[-1]))
 
 
 def video_probabilities(model, frames_bvtchw: torch.Tensor, text_cd: Optional[torch.Tensor], chunk: int,
@@ -122,5 +125,6 @@ def evaluate(model, loader, num_classes: int, device: torch.device, dtype: torch
         probs = video_probabilities(model, batch["frames"], text_cd, chunk, device, dtype,
                                     frame_times_bvt=batch.get("frame_times"))
         acc.add(probs, batch["labels"], batch["valid"])
+        acc.damaged += batch.get("damaged", 0)
     model.train(was_training)
     return acc.reduce(dp_size, group)

@@ -6,12 +6,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Collection, Optional
 
 import torch
 
 from vidprism_ds.analysis.eval_result import top_k_text
-from vidprism_ds.config.schema import LoggingConfig
+from vidprism_ds.config.schema import LoggingConfig, ModelConfig
 from vidprism_ds.model.losses import diversity_between_experts
 
 
@@ -64,9 +64,18 @@ class Reporter:
             self.run.finish()
 
 
+def zero_loss_terms(model: ModelConfig) -> frozenset[str]:
+    """Loss terms that are 0 by construction for ``model``: the router's without routed experts (only the
+    VidPrism head with ``model.head.experts_per_rate`` > 1 routes). The step line leaves them out; the
+    history and wandb keep every term."""
+    routed = model.variant == "vidprism" and model.head.experts_per_rate > 1
+    return frozenset() if routed else frozenset({"router_aux", "router_z"})
+
+
 def format_train_line(step: int, epoch: int, clips_per_s: float, lr: float, terms: dict[str, float],
-                      expert_weights: Optional[list[float]], specialisation: float) -> str:
-    losses = " ".join(f"{k} {v:.4f}" for k, v in terms.items())
+                      expert_weights: Optional[list[float]], specialisation: float,
+                      omit: Collection[str] = ()) -> str:
+    losses = " ".join(f"{k} {v:.4f}" for k, v in terms.items() if k not in omit)
     experts = ""
     if expert_weights is not None and len(expert_weights) > 1:
         experts = " | experts " + " ".join(f"{w:.2f}" for w in expert_weights) + f" sim {specialisation:.3f}"

@@ -19,7 +19,9 @@ from vidprism_ds.data.manifest import MANIFEST_NAME
 # Files that come with the code are found from this file, not from the current folder, so that
 # train.py (and every tool that resolves a run as it does) runs from any folder.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DS_CONFIG = REPO_ROOT / "ds_configs" / "zero2.json"
+# The DeepSpeed JSONs are package data (vidprism_ds/train/ds_configs/, which the checkout's ds_configs/
+# links to), so an installed package finds its default too, not only a checkout or editable install.
+DEFAULT_DS_CONFIG = Path(__file__).with_name("ds_configs") / "zero2.json"
 # train.py without --config: the embedded demo, packaged next to this file
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
@@ -35,7 +37,7 @@ def load_run_config(config_path: Optional[str | Path], overrides: Sequence[str] 
 
 
 def ds_config_path(given: Optional[str]) -> Path:
-    """``--deepspeed_config`` as a file: the repository's ``ds_configs/zero2.json`` when not given. A given
+    """``--deepspeed_config`` as a file: the packaged ``ds_configs/zero2.json`` when not given. A given
     relative path is the user's, from the current folder; when it is not there but the repository has it
     (``ds_configs/zero1.json`` typed outside the repository), the error names the repository's file."""
     if given is None:

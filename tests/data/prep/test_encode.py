@@ -2,9 +2,9 @@
 
 import os
 
-from vidprism_ds.data.prep.encode import (BROKEN_SYMLINK, SYMLINK_LOOP, EncodedSample, EncodeTask, SkippedVideo,
-                                          encode_video)
+from vidprism_ds.data.prep.encode import EncodedSample, EncodeTask, SkippedVideo, encode_video
 from vidprism_ds.data.sampling import FrameSettings
+from vidprism_ds.data.video_decode import BROKEN_SYMLINK, SYMLINK_LOOP
 
 
 def _encode(path):

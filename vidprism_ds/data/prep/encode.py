@@ -17,18 +17,18 @@ Only these three kinds of member are ever written (no pickles, no numpy files).
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image
 
 from vidprism_ds.data.sampling import FrameSettings, StoredFrames, burst_frame_indices, frame_times, stored_frames
-from vidprism_ds.data.video_decode import DecodedVideo, VideoDecodeError, decode_base_frames, open_video, read_frames
+from vidprism_ds.data.video_decode import (DecodedVideo, VideoDecodeError, decode_base_frames, open_video, read_frames,
+                                          symlink_problem)
 
 FRAME_MEMBER_DIGITS = 6
 
@@ -78,26 +78,6 @@ def encode_jpeg(frame_hw3: np.ndarray, size: tuple[int, int], quality: int) -> b
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-SYMLINK_LOOP = "symlink loop (too many levels of symbolic links)"
-BROKEN_SYMLINK = "broken symlink (its target does not exist)"
-
-
-def symlink_problem(path: str) -> Optional[str]:
-    """Why ``path`` cannot be opened when a symbolic link is to blame, else None.
-
-    The decoder's own check (``os.path.exists``) is false both for a link loop and for a link to
-    nothing, and both came out as "missing file", which sends people looking for a file that is there.
-    """
-    try:
-        os.stat(path)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return SYMLINK_LOOP
-        if err.errno == errno.ENOENT and os.path.islink(path):
-            return BROKEN_SYMLINK
-    return None  # not a link problem: the decoder says what is wrong, if anything
 
 
 def encode_video(task: EncodeTask) -> Union[EncodedSample, SkippedVideo]:

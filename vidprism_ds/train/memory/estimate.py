@@ -170,7 +170,7 @@ def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
     (they do not depend on the world size: pass one profile for several), divided by parallel.tp_size."""
     from vidprism_ds.model.build import build_experiment_model
     from vidprism_ds.model.video_model import has_experts
-    from vidprism_ds.parallel.tensor_parallel import check_tp_divides
+    from vidprism_ds.parallel.tp_layout import check_tp_divides
     from vidprism_ds.train.ds_config import resolve_ds_config
 
     dims = ParallelDims(world_size, cfg.parallel.tp_size, cfg.parallel.ep_size)

@@ -78,6 +78,11 @@ def check_fits(estimate: MemoryEstimate, device_total_bytes: int, fraction: floa
         f"optimizer state {_gib(estimate.optimizer_bytes)} GiB; " + "; or ".join(_remedies(estimate, limit)))
 
 
+# What report_and_check logs on a CPU run, instead of the estimate (still computed and returned).
+CPU_RUN_LINE = ("memory: the peak GPU memory estimate does not apply to a CPU run (python -m "
+                "vidprism_ds.train.memory estimates a GPU run)")
+
+
 def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, dims: ParallelDims,
                      device: torch.device | str, dtype: torch.dtype,
                      log: Optional[Callable[[str], None]] = None) -> MemoryEstimate:
@@ -91,8 +96,8 @@ def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, d
     per_frame = measure_activation_bytes_per_frame(model, cfg.model.backbone.image_size, cfg.data.num_frames,
                                                    device, dtype, tp_size=tp_divisor)
     estimate = estimate_peak_memory(model, cfg, ds_config, dims, per_frame)
-    if log is not None:
-        log(estimate.format())
+    if log is not None:  # on a CPU run the GPU figures (CUDA/NCCL workspace and all) would only mislead
+        log(estimate.format() if device.type == "cuda" else CPU_RUN_LINE)
     if device.type == "cuda":
         check_fits(estimate, torch.cuda.get_device_properties(device).total_memory, cfg.train.memory_limit_fraction)
     return estimate
