@@ -17,7 +17,8 @@ def test_auto_values_come_from_the_experiment_config():
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2
     assert ds["train_batch_size"] == 32 and ds["gradient_clipping"] == 0.5
     assert ds["bf16"] == {"enabled": False}
-    assert resolve_ds_config({}, _cfg(), ParallelDims(1), on_gpu=True, has_experts=False)["bf16"] == {"enabled": True}
+    assert resolve_ds_config({}, _cfg(), ParallelDims(1), on_gpu=True, has_experts=False)["bf16"] == {
+        "enabled": True, "check_grad_overflow": True}
 
 
 @pytest.mark.parametrize("precision, on_gpu, bf16", [("auto", False, False), ("auto", True, True),
@@ -32,8 +33,8 @@ def test_train_precision_decides_bf16(precision, on_gpu, bf16):
 def test_a_json_bf16_switch_that_contradicts_train_precision_names_both():
     with pytest.raises(ConfigError, match=r"^train\.precision: fp32 .*bf16\.enabled=True"):
         resolve_ds_config({"bf16": {"enabled": True}}, _cfg("train.precision=fp32"), ParallelDims(1), True, True)
-    assert resolve_ds_config({"bf16": {"enabled": "auto"}}, _cfg("train.precision=bf16"), ParallelDims(1), False, True)["bf16"] == {
-        "enabled": True}
+    assert resolve_ds_config({"bf16": {"enabled": "auto"}}, _cfg("train.precision=bf16"), ParallelDims(1), False,
+                             True)["bf16"] == {"enabled": True, "check_grad_overflow": True}
 
 
 def test_conflicting_batch_size_names_both_keys():
@@ -81,3 +82,36 @@ def test_missing_or_broken_json_is_a_config_error(tmp_path):
     bad.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         read_ds_config(bad)
+
+
+def test_without_clipping_deepspeed_computes_no_gradient_norm():
+    zero2 = read_ds_config("ds_configs/zero2.json")
+    unclipped = _cfg("optim.grad_clip=0")
+    assert resolve_ds_config(zero2, unclipped, ParallelDims(2), True, True)["zero_optimization"]["compute_grad_norm"] is False
+    assert "compute_grad_norm" not in resolve_ds_config(zero2, _cfg(), ParallelDims(2), True, True)["zero_optimization"]
+    # offload and the ZeRO-1 bf16 optimizer (fp32 gradient accumulation) need the norm whatever the clipping
+    offload = read_ds_config("ds_configs/zero2_offload.json")
+    assert "compute_grad_norm" not in resolve_ds_config(offload, unclipped, ParallelDims(2), True, True)["zero_optimization"]
+    zero1_fp32_grads = {**read_ds_config("ds_configs/zero1.json"), "data_types": {"grad_accum_dtype": "fp32"}}
+    assert "compute_grad_norm" not in resolve_ds_config(zero1_fp32_grads, unclipped, ParallelDims(2), True,
+                                                        True)["zero_optimization"]
+    with pytest.raises(ConfigError, match=r"^optim\.grad_clip: 0\.5 clips .*compute_grad_norm=false"):
+        resolve_ds_config({"zero_optimization": {"stage": 2, "compute_grad_norm": False}}, _cfg(), ParallelDims(2),
+                          True, True)
+
+
+def test_the_bf16_overflow_check_follows_skip_nonfinite_steps():
+    zero2 = read_ds_config("ds_configs/zero2.json")
+    off = resolve_ds_config(zero2, _cfg("optim.skip_nonfinite_steps=false"), ParallelDims(2), True, True)
+    assert off["bf16"] == {"enabled": True, "check_grad_overflow": False}
+    assert "check_grad_overflow" not in resolve_ds_config(zero2, _cfg(), ParallelDims(2), False, True)["bf16"]  # fp32
+
+
+def test_overlap_comm_only_where_gradients_are_reduced():
+    zero2 = read_ds_config("ds_configs/zero2.json")
+    assert zero2["zero_optimization"]["overlap_comm"] is True
+    assert resolve_ds_config(zero2, _cfg(), ParallelDims(2), True, True)["zero_optimization"]["overlap_comm"] is True
+    assert resolve_ds_config(zero2, _cfg(), ParallelDims(1), True, True)["zero_optimization"]["overlap_comm"] is False
+    # two processes of one tensor-parallel group are one data-parallel rank
+    assert resolve_ds_config(zero2, _cfg(), ParallelDims(2, tp_size=2), True,
+                             True)["zero_optimization"]["overlap_comm"] is False

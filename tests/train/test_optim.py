@@ -4,7 +4,7 @@ import pytest
 
 from vidprism_ds.config import load_config
 from vidprism_ds.model.video_model import build_video_model
-from vidprism_ds.train.optim import NO_DECAY_LEAVES, lr_factor, param_groups
+from vidprism_ds.train.optim import NO_DECAY_LEAVES, build_optimizer, lr_factor, param_groups
 
 
 def _model(*overrides):
@@ -44,3 +44,12 @@ def test_warmup_then_cosine_to_the_floor():
     assert lr_factor(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
     assert lr_factor(500, 100, 10, 0.0) == pytest.approx(0.0)
+
+
+def test_the_fused_adamw_kernel_only_where_asked():
+    import torch
+
+    cfg = load_config().optim
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
+    assert build_optimizer(groups, cfg, fused=True).defaults["fused"] is True
+    assert not build_optimizer(groups, cfg).defaults["fused"]  # the CPU path keeps torch's default

@@ -5,6 +5,7 @@ import torch
 
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.train.loop_state import EpochDamage
 from vidprism_ds.train.startup_checks import unused_ep_size_warning
 
 
@@ -88,6 +89,7 @@ def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     trainer.dims = trainer.batch.dims
     trainer.train_loader = _CountingLoader(8)
     trainer.batches_per_epoch = trainer.batch.steps_per_epoch(8) * 3
+    trainer.epoch_damage = EpochDamage(16)
     trainer.train_step = lambda batch: (None, None)
     steps = []
     trainer.after_step = lambda state, output, losses: steps.append((state.step, state.batches_in_epoch))
@@ -110,6 +112,7 @@ class _RecordingEngine:
 
 def test_the_training_step_hands_a_batch_s_frame_times_to_the_model():
     from vidprism_ds.model.video_model import build_video_model
+    from vidprism_ds.train.compile import step_functions
     from vidprism_ds.train.trainer import Trainer
 
     cfg = load_config(None, ["model.backbone.image_size=32", "data.image_size=32", "data.num_frames=4",
@@ -118,6 +121,7 @@ def test_the_training_step_hands_a_batch_s_frame_times_to_the_model():
     trainer = Trainer.__new__(Trainer)  # the call site alone: no process group, DeepSpeed or data
     trainer.cfg, trainer.device, trainer.dtype = cfg, torch.device("cpu"), torch.float32
     trainer.engine, trainer.text_cd = _RecordingEngine(model), torch.randn(3, model.backbone.embed_dim)
+    trainer.step_fns = step_functions(compiled=False)
     batch = {"frames": torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8), "labels": torch.tensor([0, 2])}
     times = torch.tensor([[0.0, 0.4, 0.433, 0.467], [1.0, 1.5, 2.0, 2.5]], dtype=torch.float64)
     _, losses = trainer._forward_loss({**batch, "frame_times": times})
@@ -127,3 +131,42 @@ def test_the_training_step_hands_a_batch_s_frame_times_to_the_model():
     assert model.head.frame_time_encoding.weight.grad.abs().amax() > 0
     trainer._forward_loss(batch)  # segment clips: no times, the paper's path
     assert trainer.engine.kwargs[-1] == {"frame_times": None}
+
+
+class _DamagedLoader(_CountingLoader):
+    def __iter__(self):
+        for index in range(self.batches):
+            yield {"labels": torch.zeros(2), "damaged": index % 2}  # 1 damaged sample every other batch
+
+
+def test_each_epoch_s_damaged_samples_are_in_its_last_step_s_history_entry_and_metrics(tmp_path):
+    from types import SimpleNamespace
+
+    from vidprism_ds.parallel.dims import ParallelDims
+    from vidprism_ds.train.batch import BatchPlan
+    from vidprism_ds.train.loop_state import LoopState, RunResult
+    from vidprism_ds.train.reporting import Reporter
+    from vidprism_ds.train.trainer import Trainer
+
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", "logging.wandb_mode=disabled",
+                             "logging.log_every_steps=100", "train.stop_check_every=100"])
+    trainer = Trainer.__new__(Trainer)  # the loop and after_step: no model, engine or process group
+    trainer.cfg, trainer.batch, trainer.world_size, trainer.engine = cfg, BatchPlan(2, 2, ParallelDims(1)), 1, _Engine()
+    trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(mpu=None)
+    trainer.train_loader, trainer.batches_per_epoch = _DamagedLoader(8), 8
+    trainer.epoch_damage = EpochDamage(16)
+    trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
+    trainer.reporter = Reporter(cfg.logging, tmp_path, 0, {}, "run")
+    logged = []
+    trainer.reporter.log = lambda metrics, step, prefix="train": logged.append((step, metrics))
+    loss = SimpleNamespace(terms={"ce": torch.tensor(1.0)}, total=torch.tensor(1.0))
+    trainer.train_step = lambda batch: (None, loss)
+    state = LoopState(result=RunResult(), stop=None, on_step=None)
+    for state.epoch in range(2):
+        assert trainer._train_epoch(state, skip=0) is None
+    trainer._flush_history(state)
+    damaged = [(h["step"], h.get("damaged_samples")) for h in state.result.history]
+    assert damaged == [(1, None), (2, None), (3, None), (4, 4), (5, None), (6, None), (7, None), (8, 4)]
+    assert logged == [(4, {"damaged_samples": 4}), (8, {"damaged_samples": 4})]
+    lines = (tmp_path / "train_history.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and '"damaged_samples": 4' in lines[3]

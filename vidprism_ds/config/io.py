@@ -30,6 +30,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _describe(tp: Any) -> str:
+    """What a value of annotation ``tp`` looks like, for messages (``true/false or 'auto'``)."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(choice) for choice in typing.get_args(tp))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, _type_name(tp))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` checked (and, where lossless, converted) against the annotation ``tp``."""
     origin = typing.get_origin(tp)
@@ -49,7 +56,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+        expected = " or ".join(_describe(arg) for arg in args if arg is not type(None))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected {expected}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

@@ -11,7 +11,7 @@ dotted key that is wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 
 class ConfigError(ValueError):
@@ -188,7 +188,12 @@ class OptimConfig:
     warmup_steps: int = 0
     # Cosine decay floor, as a fraction of the peak lr.
     min_lr_ratio: float = 0.0
+    # Clip the global gradient norm to this; 0 = off, and DeepSpeed then does not compute the norm at all
+    # (a pass over every gradient and a host read each optimizer step).
     grad_clip: float = 1.0
+    # bf16: skip an optimizer step whose gradients hold inf or nan (DeepSpeed's overflow check, another
+    # pass and host read each step). false saves them, for runs whose numerics are known to be sound.
+    skip_nonfinite_steps: bool = True
 
 
 @dataclass
@@ -233,8 +238,13 @@ class TrainConfig:
     # "auto": bf16 on a GPU, fp32 on the CPU. "bf16" also runs on the CPU (DeepSpeed's CPU accelerator
     # supports it; the tests run the bf16 path that way). Losses and logits are computed in fp32.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    # torch.compile the head (whole) and the backbone (per transformer block) before DeepSpeed wraps them.
-    compile: bool = False
+    # torch.compile the head (whole), the backbone (per transformer block), the input normalisation and the
+    # loss combination before DeepSpeed wraps the model. "auto": on a GPU, where it halves the step, and
+    # not on the CPU, where the first step would spend minutes compiling (docs/training.md).
+    compile: Union[bool, Literal["auto"]] = "auto"
+    # Where compiled graphs are cached on disk so that a requeued or resumed run does not compile again;
+    # "" = <output_dir>/compile_cache. Inductor's and Triton's caches both go there.
+    compile_cache_dir: str = ""
     # Pre-emption signals are agreed across ranks every this many optimizer steps (one small all-reduce
     # and one host read each time); SLURM's warning comes minutes before the limit, so a few steps' delay
     # costs nothing.

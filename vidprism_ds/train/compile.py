@@ -1,4 +1,6 @@
-"""``train.compile``: torch.compile the temporal head as a whole and the CLIP backbone per transformer block.
+"""``train.compile``: torch.compile the temporal head as a whole, the CLIP backbone per transformer block, and
+the input normalisation and loss combination around them (``step_functions``). ``"auto"`` (the default)
+compiles on GPUs only; the graphs are cached on disk (``use_compile_cache``) in the run's output folder.
 
 Why these units:
 
@@ -39,9 +41,52 @@ update is the same there.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
 from torch import nn
 
+from vidprism_ds.data.transforms import normalise
 from vidprism_ds.model.backbone import transformer_blocks
+from vidprism_ds.model.losses import combine_losses
+
+# The cache locations Inductor (FX graphs, AOTAutograd, kernels) and Triton (GPU kernels) read from the
+# environment each time they look something up.
+CACHE_ENV_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def compile_enabled(setting: Union[bool, str], on_gpu: bool) -> bool:
+    """``train.compile`` on this device: "auto" compiles on a GPU only (docs/training.md)."""
+    return on_gpu if setting == "auto" else bool(setting)
+
+
+def use_compile_cache(directory: Path) -> Path:
+    """Point Inductor's and Triton's on-disk caches at ``directory`` (created), so that a requeued or
+    resumed run finds the graphs and kernels the first one compiled. Call before the first compile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
+    return directory
+
+
+@dataclass(frozen=True)
+class StepFunctions:
+    """What the training step calls around the model: compiled with it, or the plain functions."""
+
+    normalise: Callable[..., torch.Tensor]  # vidprism_ds.data.transforms.normalise
+    combine_losses: Callable  # vidprism_ds.model.losses.combine_losses
+
+
+def step_functions(compiled: bool, **compile_kwargs) -> StepFunctions:
+    """The input normalisation and the loss combination, through ``torch.compile`` when ``compiled``: each
+    is a chain of elementwise ops that Inductor fuses into a few kernels."""
+    if not compiled:
+        return StepFunctions(normalise=normalise, combine_losses=combine_losses)
+    return StepFunctions(normalise=torch.compile(normalise, **compile_kwargs),
+                         combine_losses=torch.compile(combine_losses, **compile_kwargs))
 
 
 def compile_model(model: nn.Module, **compile_kwargs) -> None:

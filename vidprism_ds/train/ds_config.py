@@ -81,6 +81,30 @@ def _reconcile(ds: dict, key: str, value: Any, yaml_key: str) -> None:
                           f"set one of them to match (or {key} to \"auto\")")
 
 
+def _skip_unread_work(ds: dict, cfg: ExperimentConfig, dims: ParallelDims, bf16: bool) -> None:
+    """Leave out what DeepSpeed would do every optimizer step for nothing (values the JSON sets stay):
+
+    * the global gradient norm, without clipping: nothing reads it (ZeRO-1/2 without offload, and not the
+      ZeRO-1 bf16 optimizer DeepSpeed picks for fp32 gradient accumulation, which always needs it);
+    * the inf/nan check of bf16 gradients, when optim.skip_nonfinite_steps is false;
+    * overlap_comm on one data-parallel rank: there is no gradient reduction to overlap, only a second
+      reduction bucket to allocate.
+    """
+    zero = ds["zero_optimization"]
+    settings = DeepSpeedSettings.read(ds)
+    zero1_bf16_optimizer = settings.zero_stage == 1 and bf16 and settings.grad_dtype == torch.float32
+    if cfg.optim.grad_clip == 0 and settings.zero_stage in (1, 2) and not settings.offload_optimizer \
+            and not zero1_bf16_optimizer:
+        zero.setdefault("compute_grad_norm", False)
+    if zero.get("compute_grad_norm") is False and cfg.optim.grad_clip > 0:
+        raise ConfigError(f"optim.grad_clip: {cfg.optim.grad_clip} clips the gradient norm, which the DeepSpeed "
+                          "config's zero_optimization.compute_grad_norm=false does not compute; set one of them")
+    if bf16:
+        ds["bf16"].setdefault("check_grad_overflow", cfg.optim.skip_nonfinite_steps)
+    if dims.dp_size == 1 and zero.get("overlap_comm"):
+        zero["overlap_comm"] = False
+
+
 def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, dims: ParallelDims, on_gpu: bool,
                       has_experts: bool) -> dict:
     ds = copy.deepcopy(ds_config)
@@ -113,6 +137,7 @@ def resolve_ds_config(ds_config: dict, cfg: ExperimentConfig, dims: ParallelDims
                           "and choose the precision with train.precision")
     ds["bf16"] = {**ds.get("bf16", {}), "enabled": bf16}
     ds.pop("fp16", None)
+    _skip_unread_work(ds, cfg, dims, bf16)
     # The optimizer is built here (parameter groups by module); DeepSpeed's config must not build another.
     if "optimizer" in ds or "scheduler" in ds:
         raise ConfigError("--deepspeed_config: remove \"optimizer\"/\"scheduler\"; they come from the optim.* "

@@ -41,15 +41,18 @@ def param_groups(model: nn.Module, cfg: OptimConfig, backbone_prefix: str = "bac
     return split_params_into_different_moe_groups_for_optimizer(groups)
 
 
-def build_optimizer(groups: list[dict], cfg: OptimConfig, cpu_offload: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(groups: list[dict], cfg: OptimConfig, cpu_offload: bool = False,
+                    fused: bool = False) -> torch.optim.Optimizer:
     """torch's AdamW; with ZeRO-Offload DeepSpeed's vectorised CPU AdamW (same update rule), which
-    DeepSpeed requires there because a Python-loop optimizer on the CPU would dominate the step."""
+    DeepSpeed requires there because a Python-loop optimizer on the CPU would dominate the step.
+    ``fused`` (the trainer sets it on GPUs): torch's fused kernel, one launch for every tensor of a group
+    instead of a few per tensor. It is not used on the CPU, where it would change the tested numerics."""
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cpu_offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs)
+    return torch.optim.AdamW(groups, fused=fused or None, **kwargs)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:

@@ -25,11 +25,9 @@ from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
 from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, eval_batch_videos
 from vidprism_ds.data.presets import load_class_names
-from vidprism_ds.data.transforms import frames_to_device, normalise
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
 from vidprism_ds.model.build import build_experiment_model
 from vidprism_ds.model.classifier_slicing import load_init_weights
-from vidprism_ds.model.losses import combine_losses
 from vidprism_ds.model.text_embeddings import class_text_embeddings
 from vidprism_ds.model.video_model import has_experts
 from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
@@ -37,14 +35,15 @@ from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train import checkpoint_engine, optim
 from vidprism_ds.train.batch import lr_scale, micro_batches_to_skip, plan_batch
 from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags, same_topology
-from vidprism_ds.train.compile import compile_model
+from vidprism_ds.train.compile import compile_enabled, compile_model, step_functions, use_compile_cache
 from vidprism_ds.train.distributed import init_distributed, rank_zero_first
 from vidprism_ds.train.ds_config import DeepSpeedSettings, resolve_ds_config, training_dtype
 from vidprism_ds.train.evaluate import evaluate
 from vidprism_ds.train.export import export_model
-from vidprism_ds.train.loop_state import FINISHED, STOPPED, LoopState, RunResult
+from vidprism_ds.train.loop_state import FINISHED, STOPPED, EpochDamage, LoopState, RunResult
 from vidprism_ds.train.memory import report_and_check
-from vidprism_ds.train.reporting import Reporter, expert_specialisation, format_eval_line, format_train_line
+from vidprism_ds.train.reporting import (Reporter, expert_specialisation, format_eval_line, format_train_line,
+                                         zero_loss_terms)
 from vidprism_ds.train.signals import StopRequest
 from vidprism_ds.train.startup_checks import check_inputs, limit_cpu_threads, unused_ep_size_warning
 
@@ -119,7 +118,7 @@ class Trainer:
     def _build_train_loader(self) -> None:
         """The loader, and the epoch in optimizer steps of the global batch (the schedule's unit)."""
         cfg = self.cfg
-        self.train_loader = None
+        self.train_loader, self.epoch_damage = None, EpochDamage(cfg.data.max_bad_samples)
         if not cfg.train.eval_only:
             self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.dp_rank,
                                                    self.dp_size, seed=cfg.train.seed, num_classes=self.num_classes)
@@ -149,12 +148,18 @@ class Trainer:
         if not cfg.train.eval_only:
             self.memory_estimate = report_and_check(self.model, cfg, self.ds_config, self.dims, self.device,
                                                     self.dtype, log=self.log_line)
-        if cfg.train.compile:
-            compile_model(self.model)  # in place and lazy: traced at the first forward
+        # train.compile: in place and lazy, traced at the first forward; the first step reports its time
+        self.compile_cache, self.compile_reported = None, False
+        if compile_enabled(cfg.train.compile, self.on_gpu):
+            self.compile_cache = use_compile_cache(
+                Path(cfg.train.compile_cache_dir or self.output_dir / "compile_cache"))
+            compile_model(self.model)
+        self.step_fns = step_functions(self.compile_cache is not None)
 
         optim_cfg = dataclasses.replace(cfg.optim, lr=cfg.optim.lr * self.lr_scale)
         groups = optim.param_groups(self.model, optim_cfg)
-        optimizer = optim.build_optimizer(groups, optim_cfg, cpu_offload=DeepSpeedSettings.read(self.ds_config).offload_optimizer)
+        optimizer = optim.build_optimizer(groups, optim_cfg, fused=self.on_gpu,
+                                          cpu_offload=DeepSpeedSettings.read(self.ds_config).offload_optimizer)
         scheduler = optim.build_scheduler(optimizer, optim_cfg, max(1, self.total_steps))
         # mpu (tensor parallelism only): ZeRO partitions and averages over the data-parallel group
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -207,9 +212,10 @@ class Trainer:
     def _frames(self, batch: dict) -> torch.Tensor:
         """The batch's clips, CLIP-normalised in the training dtype on the device."""
         if uses_device_decode(batch):
-            frames_u8 = decode_clips(batch, self.device, self.cfg.data.image_size)
-            return normalise(frames_u8, self.dtype)
-        return frames_to_device(batch["frames"], self.device, self.dtype)
+            frames_u8 = decode_clips(batch, self.device, self.cfg.data.image_size, self.epoch_damage.decode_log)
+        else:  # asynchronous when the loader pinned the batch
+            frames_u8 = batch["frames"].to(self.device, non_blocking=True)
+        return self.step_fns.normalise(frames_u8, self.dtype)
 
     def _forward_loss(self, batch: dict):
         frames = self._frames(batch)
@@ -221,11 +227,14 @@ class Trainer:
         if frame_times is not None:
             frame_times = frame_times.to(self.device, torch.float32, non_blocking=True)
         output = self.engine(frames, frame_times=frame_times)
-        losses = combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
+        losses = self.step_fns.combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
         return output, losses
 
     def _flush_history(self, state: LoopState) -> None:
         for entry in state.pending.flush():
+            if "damaged_samples" in entry:  # an epoch's last step (after_step)
+                entry["damaged_samples"] = int(entry["damaged_samples"])
+                self.reporter.log({"damaged_samples": entry["damaged_samples"]}, entry["step"])
             state.result.history.append(entry)
             self.reporter.record(entry)
 
@@ -237,19 +246,26 @@ class Trainer:
     def train_step(self, batch: dict):
         """One micro-batch: forward, backward, and DeepSpeed's step (the optimizer steps, and the schedule
         with it, on every ``grad_accum``-th micro-batch; the others only accumulate)."""
+        started = time.perf_counter()
         output, losses = self._forward_loss(batch)
         self.engine.backward(losses.total)
         self.engine.step()
+        if self.compile_cache is not None and not self.compile_reported:
+            self.compile_reported = True  # the first step traces and compiles every graph (or loads the cache)
+            self.log_line(f"train.compile: first step {time.perf_counter() - started:.1f} s, compiled graphs "
+                          f"cached in {self.compile_cache}")
         return output, losses
 
     def _log_step(self, state: LoopState, output, lr: float) -> None:
         """The console line and wandb metrics of a logging step (the one host read of the loss terms)."""
         self._flush_history(state)
-        terms = {k: v for k, v in state.result.history[-1].items() if k not in ("step", "epoch", "lr")}
+        terms = {k: v for k, v in state.result.history[-1].items()
+                 if k not in ("step", "epoch", "lr", "damaged_samples")}
         clips_per_s = state.window_clips / max(time.perf_counter() - state.window_start, 1e-9)
         weights = output.expert_weights.detach().float().mean(dim=0).tolist()
         spec = expert_specialisation(output.expert_means)
-        self.reporter.line(format_train_line(state.step, state.epoch, clips_per_s, lr, terms, weights, spec))
+        self.reporter.line(format_train_line(state.step, state.epoch, clips_per_s, lr, terms, weights, spec,
+                                             omit=zero_loss_terms(self.cfg.model)))
         self.reporter.log({**terms, "lr": lr, "clips_per_s": clips_per_s, "expert_similarity": spec}, state.step)
         state.window_start, state.window_clips = time.perf_counter(), 0
 
@@ -258,7 +274,12 @@ class Trainer:
         agreement. Returns STOPPED or FINISHED to end the epoch's loop, None to carry on."""
         train = self.cfg.train
         lr = self.scheduler.get_last_lr()[-1]
-        state.pending.add({"step": state.step, "epoch": state.epoch, "lr": lr}, {**losses.terms, "total": losses.total})
+        terms = {**losses.terms, "total": losses.total}
+        if state.batches_in_epoch == self.batches_per_epoch or self._max_steps_reached(state.step):
+            # the epoch's last step on every rank (equal batch counts): the sum is in lockstep, and read later
+            dp_group = self.ctx.mpu.get_data_parallel_group() if self.ctx.mpu is not None else None
+            terms["damaged_samples"] = self.epoch_damage.total(self.device, self.dp_size, dp_group)
+        state.pending.add({"step": state.step, "epoch": state.epoch, "lr": lr}, terms)
         if state.on_step is not None:
             state.on_step(state.step)
         if state.step % max(1, self.cfg.logging.log_every_steps) == 0:
@@ -281,11 +302,13 @@ class Trainer:
         """The epoch ``state.epoch`` from micro-batch ``skip`` on; what ``after_step`` ended it with."""
         self.train_loader.set_epoch(state.epoch)
         self.engine.train()
+        self.epoch_damage.start()
         state.window_start, state.window_clips = time.perf_counter(), 0
         for batch_index, batch in enumerate(itertools.islice(self.train_loader, self.batches_per_epoch)):
             if batch_index < skip:
                 continue
             output, losses = self.train_step(batch)
+            self.epoch_damage.add(batch)  # after the step: device decode counts the clips it replaced
             state.window_clips += batch["labels"].shape[0] * self.dp_size
             state.batches_in_epoch = batch_index + 1
             if state.batches_in_epoch % self.batch.grad_accum:
