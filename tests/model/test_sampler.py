@@ -61,3 +61,22 @@ def test_strided_pool_is_window_mean():
     out = StridedPoolSampler(4)(x_btd).stream_bld
     torch.testing.assert_close(out[:, 0], x_btd[:, :4].mean(1))
     torch.testing.assert_close(out[:, 1], x_btd[:, 4:].mean(1))
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+@pytest.mark.parametrize("num_frames", [32, 13, 1])
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_packed_sampling_equals_each_rate_alone(normalise, num_frames, with_prior):
+    """sample_all_rates (every rate in one computation) against ContentAwareSampler per rate."""
+    from vidprism_ds.model.packed_sampler import sample_all_rates
+
+    torch.manual_seed(num_frames)
+    samplers = [ContentAwareSampler(16, r, normalise_over_window=normalise) for r in (2, 4, 8, 16)]
+    x_btd = torch.randn(3, num_frames, 16)
+    prior_bt = torch.rand(3, num_frames) if with_prior else None
+    packed = sample_all_rates(samplers, x_btd, compute_rank_loss=True, importance_prior_bt=prior_bt)
+    for g, sampler in enumerate(samplers):
+        alone = sampler(x_btd, compute_rank_loss=True, importance_prior_bt=prior_bt)
+        torch.testing.assert_close(packed.streams[g], alone.stream_bld, atol=1e-6, rtol=1e-6)
+        assert torch.equal(packed.keep_indices[g], alone.keep_index_bl)
+        torch.testing.assert_close(packed.rank_loss_r[g], alone.rank_loss, atol=1e-7, rtol=1e-6)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidprism_ds.model.head_constants import ConstantCache, stack_parameters
+
 
 class SlowToFast(nn.Module):
     """Linear interpolation to the fast stream's length, then a 1x1 conv (a per-token linear map).
@@ -100,50 +102,130 @@ class BidirectionalFusion(nn.Module):
             f"{i}->{j}": FastToSlow(dim, stride=1 if same_length_streams else rates[j] // rates[i])
             for i, j in self.pairs if self.is_slow[j]
         })
+        self._constants = ConstantCache()
 
     def gates(self, streams: list[torch.Tensor]) -> dict[tuple[int, int], torch.Tensor]:
         """Gate value g_ij per clip, shape (B,), for every cross-speed pair."""
-        n = len(self.rates)
-        summary_bd = [s.mean(dim=1) for s in streams]
-        return {
-            (i, j): torch.sigmoid(self.score_mlps[str(i * n + j)](torch.cat([summary_bd[i], summary_bd[j]], -1))).squeeze(-1)
-            for i, j in self.pairs
-        }
+        lengths = [s.shape[1] for s in streams]
+        plan = self._plan(lengths, streams[0])
+        gate_pb = self._gates_pb(torch.cat(streams, dim=1), plan)
+        return {pair: gate_pb[p] for p, pair in enumerate(self.pairs)}
 
-    def _update(self, streams: list[torch.Tensor], projected_slow: dict, i: int, j: int) -> torch.Tensor:
-        if self.is_slow[i]:
-            return self.slow2fast.stretch(projected_slow[i], streams[j].shape[1])
-        return self.fast2slow_ops[f"{i}->{j}"](streams[i])
+    def _plan(self, lengths: list[int], like: torch.Tensor) -> "_FusionPlan":
+        key = (tuple(lengths), like.device, like.dtype)
+        return self._constants.get(key, lambda: _FusionPlan.build(self, lengths, like))
+
+    def _gates_pb(self, packed_bsd: torch.Tensor, plan: "_FusionPlan") -> torch.Tensor:
+        """Every pair's gate MLP as two batched matmuls over the pairs' stacked weights -> (P, B)."""
+        mlps = [self.score_mlps[key] for key in plan.mlp_keys]
+        # [mean_t s_i ; mean_t s_j] of every pair in one matmul: rows (source of p, target of p) of (2, P, S)
+        batch, _, dim = packed_bsd.shape
+        pair_in_pbk = (plan.pair_mean_ms @ packed_bsd).view(batch, 2, -1, dim).permute(2, 0, 1, 3).reshape(-1, batch, 2 * dim)
+        w1_pkh = stack_parameters([m[0].weight for m in mlps]).transpose(1, 2)
+        b1_p1h = stack_parameters([m[0].bias for m in mlps]).unsqueeze(1)
+        hidden_pbh = torch.baddbmm(b1_p1h, pair_in_pbk, w1_pkh).relu()
+        w2_ph1 = stack_parameters([m[2].weight for m in mlps]).transpose(1, 2)
+        b2_p11 = stack_parameters([m[2].bias for m in mlps]).unsqueeze(1)
+        return torch.baddbmm(b2_p11, hidden_pbh, w2_ph1).squeeze(-1).sigmoid()
 
     def forward(self, streams: list[torch.Tensor]) -> list[torch.Tensor]:
-        """streams: list of (B, L_e, D), one per rate; returns the fused streams (same shapes)."""
-        gate_b = self.gates(streams)
-        # the shared slow->fast projection, once per slow stream rather than once per pair
-        projected_slow = {i: self.slow2fast.project(streams[i])
-                          for i in range(len(streams)) if self.is_slow[i] and self.slow2fast is not None}
-        fused = list(streams)
-        for j in range(len(streams)):
-            sources = [i for i, jj in self.pairs if jj == j]  # ascending i: the official loop order
-            if not sources:
-                continue
-            if self.official:
-                coef_b = self._official_coefficients(gate_b, sources, j)
-            else:
-                coef_b = [gate_b[(i, j)] * (gate_b[(i, j)] >= self.threshold).to(gate_b[(i, j)].dtype)
-                          for i in sources]
-            total_bld = streams[j]
-            for i, c_b in zip(sources, coef_b):
-                total_bld = total_bld + c_b[:, None, None] * self._update(streams, projected_slow, i, j)
-            fused[j] = total_bld
-        return fused
+        """streams: list of (B, L_e, D), one per rate; returns the fused streams (same shapes).
 
-    def _official_coefficients(self, gate_b: dict, sources: list[int], j: int) -> list[torch.Tensor]:
-        """Last-writer-wins with batch-mean skipping, as masks: coefficient of source i for target j."""
-        active = [(gate_b[(i, j)].mean() >= self.threshold).to(gate_b[(i, j)].dtype) for i in sources]
-        coefs = []
-        for idx, i in enumerate(sources):
-            survives = active[idx]
-            for later in active[idx + 1:]:
-                survives = survives * (1.0 - later)
-            coefs.append(gate_b[(i, j)] * survives)
-        return coefs
+        All streams are packed into one (B, S, D) tensor (S = sum of lengths, static offsets); every
+        pair's update is then a few batched ops: slow -> fast is one per-clip mixing matrix (the gated
+        sum of the pairs' interpolation matrices) applied to the projected tokens, fast -> slow is one
+        batched matmul over the pairs' stacked conv weights followed by a gated scatter matrix.
+        """
+        lengths = [s.shape[1] for s in streams]
+        plan = self._plan(lengths, streams[0])
+        packed_bsd = torch.cat(streams, dim=1)
+        gate_pb = self._gates_pb(packed_bsd, plan)
+        coef_bp = (self._official_coefficients(gate_pb, plan) if self.official
+                   else gate_pb * (gate_pb >= self.threshold).to(gate_pb.dtype)).t()
+        fused_bsd = packed_bsd
+        if plan.s2f_pairs:
+            # sum_p coef_p[b] * interp_p: rows of the fast targets, columns of the slow sources
+            mix_bss = (coef_bp[:, plan.s2f_pairs] @ plan.interp_pss.flatten(1)).view(-1, *plan.interp_pss.shape[1:])
+            projected_bsd = F.linear(packed_bsd, self.slow2fast.proj.weight.squeeze(-1), self.slow2fast.proj.bias)
+            fused_bsd = fused_bsd + mix_bss @ projected_bsd
+        if plan.f2s_pairs:
+            fused_bsd = fused_bsd + self._fast_to_slow(packed_bsd, coef_bp[:, plan.f2s_pairs], plan)
+        return list(fused_bsd.split(lengths, dim=1))
+
+    def _fast_to_slow(self, packed_bsd: torch.Tensor, coef_bq: torch.Tensor, plan: "_FusionPlan") -> torch.Tensor:
+        """The fast -> slow convs of all Q pairs: patches gathered by a constant index (a zero row for the
+        conv padding and for pairs with fewer outputs), one bmm, one gated scatter back."""
+        batch, _, dim = packed_bsd.shape
+        ops = [self.fast2slow_ops[key] for key in plan.f2s_keys]
+        kernel = ops[0].kernel_size
+        padded_sbd = F.pad(packed_bsd, (0, 0, 0, 1)).transpose(0, 1)  # row S is the zero row
+        patches_qlbkd = padded_sbd[plan.patch_qlk].transpose(2, 3)
+        n_pairs, out_len = plan.patch_qlk.shape[:2]
+        patches_q_lb_kd = patches_qlbkd.reshape(n_pairs, out_len * batch, kernel * dim)
+        # conv weight (O, D, k) -> (k * D, O), matching the (k, D) order of the patches
+        weight_q_kd_o = stack_parameters([op.tconv.weight for op in ops]).permute(0, 3, 2, 1).reshape(n_pairs, kernel * dim, -1)
+        out_qlbo = torch.bmm(patches_q_lb_kd, weight_q_kd_o).view(n_pairs, out_len, batch, -1)
+        # gated scatter: (B, S, Q * L) = constant placement (S, Q, L) x per-clip coefficient (B, Q)
+        scatter_bsm = (plan.scatter_sql * coef_bq[:, None, :, None]).flatten(2)
+        return scatter_bsm @ out_qlbo.permute(2, 0, 1, 3).reshape(batch, n_pairs * out_len, -1)
+
+    def _official_coefficients(self, gate_pb: torch.Tensor, plan: "_FusionPlan") -> torch.Tensor:
+        """Last-writer-wins with batch-mean skipping, as masks: coefficient of each pair (P, B).
+
+        A pair survives when it is active and no later source of the same target is; ``later_pp`` marks,
+        for pair p, the pairs q with the same target and a later source (products of 0/1 are exact)."""
+        active_p = (gate_pb.mean(dim=1) >= self.threshold).to(gate_pb.dtype)
+        survives_p = active_p * (1.0 - plan.later_pp * active_p).prod(dim=1)
+        return gate_pb * survives_p[:, None]
+
+
+class _FusionPlan:
+    """The constant tensors of the packed fusion for one set of stream lengths (see ``ConstantCache``)."""
+
+    @staticmethod
+    def build(fusion: BidirectionalFusion, lengths: list[int], like: torch.Tensor) -> "_FusionPlan":
+        plan = _FusionPlan()
+        device, dtype = like.device, like.dtype
+        n, total = len(lengths), sum(lengths)
+        offsets = [sum(lengths[:e]) for e in range(n)]
+        pairs = fusion.pairs
+        plan.mlp_keys = [str(i * n + j) for i, j in pairs]
+        pair_mean_ms = torch.zeros(2 * len(pairs), total, device=device, dtype=dtype)
+        for p, (i, j) in enumerate(pairs):
+            pair_mean_ms[p, offsets[i]:offsets[i] + lengths[i]] = 1.0 / lengths[i]
+            pair_mean_ms[len(pairs) + p, offsets[j]:offsets[j] + lengths[j]] = 1.0 / lengths[j]
+        plan.pair_mean_ms = pair_mean_ms
+        later_pp = torch.zeros(len(pairs), len(pairs), device=device, dtype=dtype)
+        for p, (i, j) in enumerate(pairs):
+            for q, (i2, j2) in enumerate(pairs):
+                later_pp[p, q] = float(j2 == j and i2 > i)
+        plan.later_pp = later_pp
+
+        plan.s2f_pairs = [p for p, (i, _) in enumerate(pairs) if fusion.is_slow[i]]
+        interp = torch.zeros(len(plan.s2f_pairs), total, total, device=device, dtype=dtype)
+        for q, p in enumerate(plan.s2f_pairs):
+            i, j = pairs[p]
+            # F.interpolate of the identity gives its exact weights (linear, align_corners=False)
+            eye_1ll = torch.eye(lengths[i], device=device, dtype=dtype).unsqueeze(0)
+            weights_ji = SlowToFast.stretch(eye_1ll, lengths[j])[0]
+            interp[q, offsets[j]:offsets[j] + lengths[j], offsets[i]:offsets[i] + lengths[i]] = weights_ji
+        plan.interp_pss = interp
+
+        plan.f2s_pairs = [p for p, (i, _) in enumerate(pairs) if not fusion.is_slow[i]]
+        plan.f2s_keys = [f"{pairs[p][0]}->{pairs[p][1]}" for p in plan.f2s_pairs]
+        out_len = max([lengths[pairs[p][1]] for p in plan.f2s_pairs], default=0)
+        kernel = fusion.fast2slow_ops[plan.f2s_keys[0]].kernel_size if plan.f2s_pairs else 1
+        patch_qlk = torch.full((len(plan.f2s_pairs), out_len, kernel), total, dtype=torch.long, device=device)
+        scatter_sql = torch.zeros(total, len(plan.f2s_pairs), out_len, device=device, dtype=dtype)
+        for q, p in enumerate(plan.f2s_pairs):
+            i, j = pairs[p]
+            stride = fusion.fast2slow_ops[plan.f2s_keys[q]].stride
+            for l in range(lengths[j]):
+                for k in range(kernel):
+                    t = l * stride + k - kernel // 2
+                    if 0 <= t < lengths[i]:
+                        patch_qlk[q, l, k] = offsets[i] + t
+                scatter_sql[offsets[j] + l, q, l] = 1.0
+        plan.patch_qlk = patch_qlk
+        plan.scatter_sql = scatter_sql
+        return plan

@@ -21,6 +21,7 @@ from vidprism_ds.config.schema import HeadConfig
 from vidprism_ds.model.experts import TemporalExpert
 from vidprism_ds.model.fusion import BidirectionalFusion
 from vidprism_ds.model.head_output import ExpertReadoutHead, HeadOutput
+from vidprism_ds.model.packed_sampler import PackedSamples, sample_all_rates
 from vidprism_ds.model.routing import RateGroupRouter
 from vidprism_ds.model.sampler import ContentAwareSampler, StridedPoolSampler
 
@@ -86,29 +87,36 @@ class VidPrismHead(ExpertReadoutHead):
         x_btd = self._with_frame_times(x_btd, frame_times)
         split = x_btd.shape[1] - self.burst_frames  # where the burst part starts (T without one)
         prior_bt = importance_prior_bt[:, :split] if importance_prior_bt is not None else None
-        sampled = [s(x_btd[:, :split], compute_rank_loss=compute_rank, importance_prior_bt=prior_bt)
-                   for s in self.samplers]
-        streams = [s.stream_bld for s in sampled]
+        sampled = self._sample(list(self.samplers), x_btd[:, :split], prior_bt, compute_rank)
+        streams = sampled.streams
         if self.fusion is not None:
             streams = self.fusion(streams)
-        keep_indices = [s.keep_index_bl for s in sampled]
-        rank_losses = [s.rank_loss for s in sampled]
+        keep_indices = sampled.keep_indices
+        rank_losses = [sampled.rank_loss_r]
         if self.burst_frames:
+            # the fast groups also sample the burst part at their rate; its tokens follow their fused
+            # segment tokens (the fusion runs on the segment streams, whose lengths it is built for)
             burst_prior_bt = importance_prior_bt[:, split:] if importance_prior_bt is not None else None
-            for g, burst in self._sample_burst(x_btd[:, split:], burst_prior_bt, compute_rank):
-                streams[g] = torch.cat([streams[g], burst.stream_bld], dim=1)
-                keep_indices[g] = torch.cat([keep_indices[g], burst.keep_index_bl + split], dim=1)
-                rank_losses.append(burst.rank_loss)
+            groups = [g for g in range(len(self.rates)) if self.reads_burst[g]]
+            burst = self._sample([self.samplers[g] for g in groups], x_btd[:, split:], burst_prior_bt, compute_rank)
+            for g, stream, keep in zip(groups, burst.streams, burst.keep_indices):
+                streams[g] = torch.cat([streams[g], stream], dim=1)
+                keep_indices[g] = torch.cat([keep_indices[g], keep + split], dim=1)
+            rank_losses.append(burst.rank_loss_r)
         expert_outputs, router_aux, router_z = self._run_experts(streams)
-        return self._read_out(expert_outputs, x_btd, rank_loss=torch.stack(rank_losses).mean(),
+        return self._read_out(expert_outputs, x_btd, rank_loss=torch.cat(rank_losses).mean(),
                               router_aux_loss=router_aux, router_z_loss=router_z, keep_indices=keep_indices)
 
-    def _sample_burst(self, burst_btd: torch.Tensor, prior_bt: Optional[torch.Tensor], compute_rank: bool):
-        """(group, sampler output) for each fast rate group, sampling the burst part at its rate; the tokens
-        follow the group's fused segment tokens (the fusion runs on the segment streams, whose lengths it is
-        built for)."""
-        return [(g, sampler(burst_btd, compute_rank_loss=compute_rank, importance_prior_bt=prior_bt))
-                for g, sampler in enumerate(self.samplers) if self.reads_burst[g]]
+    @staticmethod
+    def _sample(samplers: list, x_btd: torch.Tensor, prior_bt: Optional[torch.Tensor],
+                compute_rank: bool) -> PackedSamples:
+        """Every given rate's sampler on ``x_btd``: the content-aware ones in one packed computation, the
+        ablation's strided pooling one by one."""
+        if all(isinstance(s, ContentAwareSampler) for s in samplers):
+            return sample_all_rates(samplers, x_btd, compute_rank, prior_bt)
+        outs = [s(x_btd, compute_rank_loss=compute_rank, importance_prior_bt=prior_bt) for s in samplers]
+        return PackedSamples([o.stream_bld for o in outs], [o.keep_index_bl for o in outs],
+                             torch.stack([o.rank_loss for o in outs]))
 
     def _run_experts(self, streams: list[torch.Tensor]):
         """Streams (one per rate) -> one output per rate, plus router losses when experts are routed."""

@@ -93,8 +93,10 @@ class ExpertReadoutHead(nn.Module):
                   keep_indices: Optional[list[torch.Tensor]] = None) -> HeadOutput:
         """Experts' outputs (E tensors (B, L_e, D)) -> ``HeadOutput``; a loss a head does not have is 0
         (a zero of the frames' dtype and device)."""
-        fused_bd, expert_weights_be = self.readout(expert_outputs)
-        expert_means_bed = torch.stack([o.mean(dim=1) for o in expert_outputs], dim=1)
+        tokens_bld = torch.cat(expert_outputs, dim=1)
+        segment_le, mean_el = self.readout.segments([o.shape[1] for o in expert_outputs], tokens_bld)
+        fused_bd, expert_weights_be = self.readout.read_packed(tokens_bld, segment_le)
+        expert_means_bed = mean_el @ tokens_bld  # every expert's mean token, one matmul
         diversity = (official_diversity(expert_means_bed) if self.official
                      else diversity_between_experts(expert_means_bed))
         zero = frames_btd.new_zeros(())

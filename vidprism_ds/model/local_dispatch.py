@@ -14,6 +14,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from vidprism_ds.model.batched_experts import batched_experts_forward, can_batch
+
 
 class ExpertDispatcher(Protocol):
     def __call__(self, streams: list[torch.Tensor], experts: nn.ModuleDict) -> list[torch.Tensor]:
@@ -21,7 +23,11 @@ class ExpertDispatcher(Protocol):
 
 
 class LocalDispatcher:
-    """Every expert lives in this process: stream e goes through ``experts[str(e)]``."""
+    """Every expert lives in this process: stream e goes through ``experts[str(e)]``, all of them in one
+    batched computation when they can be (``batched_experts.py``: same layout, same number of streams)."""
 
     def __call__(self, streams: list[torch.Tensor], experts: nn.ModuleDict) -> list[torch.Tensor]:
-        return [experts[str(e)](stream) for e, stream in enumerate(streams)]
+        modules = [experts[str(e)] for e in range(len(streams))]
+        if can_batch(modules, streams):
+            return batched_experts_forward(modules, streams)
+        return [module(stream) for module, stream in zip(modules, streams)]

@@ -50,10 +50,13 @@ def _moe_utils() -> types.ModuleType:
 @dataclass
 class RoutedStreams:
     expert_inputs: list[torch.Tensor]  # n tensors (capacity, L, D), one per expert of the group
-    combine_probs: torch.Tensor  # (n * capacity,) weight of each routed copy; 0 for padding
-    sorted_indices: torch.Tensor  # (n * capacity,) clip index of each routed copy
+    combine_probs: Optional[torch.Tensor]  # (n * capacity,) weight of each routed copy; 0 for padding
+    sorted_indices: Optional[torch.Tensor]  # (n * capacity,) clip index of each routed copy
     aux_loss: torch.Tensor  # Switch load-balancing loss (coefficient 1; weighted in combine_losses)
     z_loss: torch.Tensor  # router z-loss (coefficient 1)
+    # dropless (capacity = B): every expert reads the whole stream in clip order, so there is no permutation
+    # to undo; (B, n) routing weights instead of combine_probs / sorted_indices
+    dense_probs_bn: Optional[torch.Tensor] = None
 
 
 def expert_capacity(batch: int, num_experts: int, topk: int, capacity_factor: Optional[float]) -> int:
@@ -92,8 +95,9 @@ class RateGroupRouter(nn.Module):
                 probs_bn, routing_map_bn, self.topk, self.capacity_factor, drop_policy="probs",
                 pad_to_capacity=True)
         else:
-            # Dropless: every expert takes the whole batch; non-selected copies carry weight 0.
-            slots_bn = torch.ones_like(routing_map_bn)
+            # Dropless: every expert takes the whole batch in clip order (what permute would produce, without
+            # its argsort and gather); non-selected copies carry weight 0.
+            return RoutedStreams([stream_bld] * self.num_experts, None, None, aux_loss, z_loss, dense_probs_bn=probs_bn)
         tokens_bf = stream_bld.reshape(batch, length * dim)
         routed_tokens, routed_probs, sorted_indices = moe_utils.permute(
             tokens_bf, slots_bn, probs=probs_bn, num_out_tokens=capacity * self.num_experts, drop_and_pad=True)
@@ -103,6 +107,13 @@ class RateGroupRouter(nn.Module):
     @staticmethod
     def combine(routed: RoutedStreams, expert_outputs: list[torch.Tensor], batch: int) -> torch.Tensor:
         """Weighted sum of each clip's routed copies -> (B, L, D)."""
+        if routed.dense_probs_bn is not None:
+            # in expert order, as index_add_ over the permuted copies adds them
+            probs_bn = routed.dense_probs_bn.to(expert_outputs[0].dtype)
+            combined_bld = expert_outputs[0] * probs_bn[:, 0, None, None]
+            for e in range(1, len(expert_outputs)):
+                combined_bld = combined_bld + expert_outputs[e] * probs_bn[:, e, None, None]
+            return combined_bld
         out_cld = torch.cat(expert_outputs, dim=0)
         length, dim = out_cld.shape[1:]
         weighted_cf = (out_cld * routed.combine_probs[:, None, None].to(out_cld.dtype)).reshape(-1, length * dim)
