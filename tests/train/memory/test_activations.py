@@ -103,10 +103,7 @@ def test_gradient_checkpointing_keeps_block_inputs_and_adds_one_block():
     ckpt_model = tiny_model(ckpt_cfg)
     assert ckpt_model.backbone.visual.transformer.grad_checkpointing
     ckpt = measure_activations(ckpt_model, 32, 8, "cpu", torch.float32)
-    # the backbone's share (the tiny model's head keeps a per-step copy of its stacked expert weights,
-    # which checkpointing does not touch and which at this size outweighs the tower)
-    assert ckpt.saved_per_frame < 0.8 * plain.saved_per_frame
-    assert ckpt.per_frame < plain.per_frame
+    assert ckpt.per_frame < 0.8 * plain.per_frame
     assert ckpt.block_per_frame == plain.block_per_frame > 0
     # the backward pass holds the recomputed block on top of the gradients both have in flight
     assert ckpt.working_per_frame - plain.working_per_frame == ckpt.block_per_frame
@@ -125,10 +122,12 @@ def test_measured_bytes_grow_linearly_with_frames():
     # ... so a 2-frame measurement of it is exact
     two = measure_activations(model, 32, 8, "cpu", torch.float32)
     assert (two.saved_per_frame, two.block_per_frame) == (eight.saved_per_frame, eight.block_per_frame)
-    # the head has a part that does not grow with the clip (the stacked expert weights its batched experts
-    # multiply with, and the experts' per-clip work): a clip of twice the frames keeps more, but at most
-    # twice the bytes
-    assert four.head_per_frame * 4 < eight.head_per_frame * 8 <= 2 * four.head_per_frame * 4
+    # the head has a per-clip part (4 experts, whatever the length): a clip of twice the frames keeps a
+    # little less than twice the bytes (the tiny backbone makes the head's share unusually large here)
+    assert 1.8 < (eight.per_frame * 8) / (four.per_frame * 4) <= 2.0
+    # what the head keeps once a step (mostly the stacked expert weights its batched computation saves,
+    # plus constants sized by the clip) hardly depends on the clip
+    assert eight.head_per_step == pytest.approx(four.head_per_step, rel=0.01) and four.head_per_step > 0
 
 
 def test_fp32_measurement_scaled_to_bf16_matches_a_bf16_run():

@@ -107,6 +107,9 @@ class ActivationProfile:
     block_per_frame: float  # one transformer block's activations, measured on its own (without its input)
     checkpointed: bool  # the backward pass recomputes the blocks, one at a time
     head_per_frame: float  # the temporal head's, measured at the real clip length, per frame
+    # what the head keeps once a step whatever the micro-batch: the copies of its expert weights that its
+    # batched computations stack and save for backward (not per frame: never scaled by clips)
+    head_per_step: float = 0.0
     # of block_per_frame, what every TP rank holds whole without sequence parallelism
     block_replicated_per_frame: float = 0.0
     full_blocks: int = 0  # blocks whose activations saved_per_frame holds whole (recorded, not checkpointed)
@@ -227,10 +230,10 @@ def _measure_one_block(call: dict, params: list[torch.Tensor]) -> Optional[_Save
 
 
 def _measure_head(head: nn.Module, dim: int, frames: int, device: torch.device, param_dtype: torch.dtype,
-                  input_requires_grad: bool) -> _SavedStorages:
-    """The head on one clip of frame embeddings, at the real clip length (its streams depend on it)."""
+                  input_requires_grad: bool, clips: int = 1) -> _SavedStorages:
+    """The head on ``clips`` clips of frame embeddings, at the real clip length (its streams depend on it)."""
     saved = _SavedStorages(exclude=list(head.parameters()) + list(head.buffers()))
-    x_btd = torch.randn(1, frames, dim, device=device, dtype=param_dtype, requires_grad=input_requires_grad)
+    x_btd = torch.randn(clips, frames, dim, device=device, dtype=param_dtype, requires_grad=input_requires_grad)
     saved.add(x_btd, follows_dtype=True)  # the backbone's output, saved by the head's first op
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, _unpack):
         head(x_btd)
@@ -276,7 +279,9 @@ def measure_activations(model: nn.Module, image_size: int, num_frames: int, devi
     with _side_effect_free_training_mode(model, device):
         measured = _measure_backbone(backbone, image_size, backbone_frames, device, param_dtype)
         backbone_trains = any(p.requires_grad for p in backbone.parameters())
-        head_saved = _measure_head(head, backbone.embed_dim, num_frames, device, param_dtype, backbone_trains)
+        # one clip and two: the difference is what each clip adds, the rest of one clip's is kept once a step
+        head_one, head_two = (_measure_head(head, backbone.embed_dim, num_frames, device, param_dtype, backbone_trains,
+                                            clips).bytes_as(param_dtype, dtype) for clips in (1, 2))
     block = measured.block
     block_bytes = block.bytes_as(param_dtype, dtype) if block is not None else 0
     replicated = (_replicated_block_bytes_per_frame(measured.block_input_shape, backbone_frames, dtype)
@@ -284,7 +289,8 @@ def measure_activations(model: nn.Module, image_size: int, num_frames: int, devi
     return ActivationProfile(saved_per_frame=measured.saved.bytes_as(param_dtype, dtype) / backbone_frames,
                              block_per_frame=block_bytes / backbone_frames,
                              checkpointed=any(block.checkpointed for block in transformer_blocks(backbone)),
-                             head_per_frame=head_saved.bytes_as(param_dtype, dtype) / num_frames,
+                             head_per_frame=(head_two - head_one) / num_frames,
+                             head_per_step=max(0.0, 2 * head_one - head_two),
                              block_replicated_per_frame=replicated, full_blocks=measured.full_blocks,
                              tp_size=tp_size)
 

@@ -63,6 +63,7 @@ class MemoryEstimate:
     dims: ParallelDims  # ZeRO partitions over dims.dp_size ranks, the experts' share over dims.expert_dp_size
     # train.global_batch is set: the accumulation follows from the micro-batch, so a remedy names only that
     global_batch_fixed: bool = False
+    activation_bytes_per_step: float = 0.0  # of activation_bytes, what does not scale with the clips
 
     @property
     def total_bytes(self) -> int:
@@ -104,7 +105,7 @@ def _workspace_bytes(ds: DeepSpeedSettings, grad_bytes: int) -> int:
 
 
 def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, dims: ParallelDims,
-                         activation_bytes_per_frame: float) -> MemoryEstimate:
+                         activation_bytes_per_frame: float, activation_bytes_per_step: float = 0.0) -> MemoryEstimate:
     """Peak bytes per rank for training ``model`` with ``cfg`` under the resolved DeepSpeed config, at the
     parallel sizes ``dims`` (ZeRO partitions over its ``dp_size`` data-parallel ranks).
 
@@ -120,7 +121,8 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
       CPU. The step's transient fp32 gradient partition comes after the activations are freed and is
       not added.
     * activations: ``activation_bytes_per_frame`` (per rank: ``measure_activations`` divides by
-      tp_size) x micro_batch x num_frames.
+      tp_size) x micro_batch x num_frames, plus ``activation_bytes_per_step`` (``ActivationProfile.head_per_step``:
+      kept once a step whatever the micro-batch).
     """
     ds = DeepSpeedSettings.read(ds_config)
     stage, dtype = ds.zero_stage, ds.dtype
@@ -141,7 +143,8 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
         parameter_bytes=param_bytes * (counts.dense + counts.expert + counts.buffer_elements),
         gradient_bytes=gradients,
         optimizer_bytes=optimizer,
-        activation_bytes=int(activation_bytes_per_frame * micro_batch * num_frames),
+        activation_bytes=int(activation_bytes_per_frame * micro_batch * num_frames + activation_bytes_per_step),
+        activation_bytes_per_step=activation_bytes_per_step,
         workspace_bytes=_workspace_bytes(ds, grad_bytes),
         parameters_on_rank=counts.dense + counts.expert,
         activation_bytes_per_frame=activation_bytes_per_frame,
@@ -180,4 +183,4 @@ def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
     check_tp_divides(transformer_blocks(model), dims.tp_size)
     profile = activations or measure_shallow_activations(cfg, DeepSpeedSettings.read(resolved).dtype)
     per_frame = dataclasses.replace(profile, tp_size=dims.tp_size).per_frame
-    return estimate_peak_memory(model, cfg, resolved, dims, per_frame)
+    return estimate_peak_memory(model, cfg, resolved, dims, per_frame, profile.head_per_step)

@@ -14,7 +14,7 @@ from torch import nn
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.parallel.dims import ParallelDims
-from vidprism_ds.train.memory.activations import measure_activation_bytes_per_frame
+from vidprism_ds.train.memory.activations import measure_activations
 from vidprism_ds.train.memory.estimate import MemoryEstimate, _gib, estimate_peak_memory
 from vidprism_ds.train.memory.parameters import _is_tensor_parallel
 
@@ -22,7 +22,7 @@ from vidprism_ds.train.memory.parameters import _is_tensor_parallel
 def _fitting_micro_batch(estimate: MemoryEstimate, limit: float) -> int:
     """The largest micro-batch that divides micro_batch x grad_accum (so the global batch is kept) and
     whose activations fit beside everything else; 0 if not even one clip fits."""
-    room = limit - (estimate.total_bytes - estimate.activation_bytes)
+    room = limit - (estimate.total_bytes - estimate.activation_bytes) - estimate.activation_bytes_per_step
     per_clip = estimate.activation_bytes_per_frame * estimate.num_frames
     most = int(room // per_clip) if room > 0 and per_clip > 0 else 0
     clips_per_rank = estimate.micro_batch * estimate.grad_accum
@@ -93,9 +93,9 @@ def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, d
     device = torch.device(device)
     # a tower parallelised already is measured with its shards: nothing left to divide
     tp_divisor = 1 if _is_tensor_parallel(model) else dims.tp_size
-    per_frame = measure_activation_bytes_per_frame(model, cfg.model.backbone.image_size, cfg.data.num_frames,
-                                                   device, dtype, tp_size=tp_divisor)
-    estimate = estimate_peak_memory(model, cfg, ds_config, dims, per_frame)
+    profile = measure_activations(model, cfg.model.backbone.image_size, cfg.data.num_frames, device, dtype,
+                                  tp_size=tp_divisor)
+    estimate = estimate_peak_memory(model, cfg, ds_config, dims, profile.per_frame, profile.head_per_step)
     if log is not None:  # on a CPU run the GPU figures (CUDA/NCCL workspace and all) would only mislead
         log(estimate.format() if device.type == "cuda" else CPU_RUN_LINE)
     if device.type == "cuda":
