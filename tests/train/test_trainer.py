@@ -152,7 +152,7 @@ def test_each_epoch_s_damaged_samples_are_in_its_last_step_s_history_entry_and_m
                              "logging.log_every_steps=100", "train.stop_check_every=100"])
     trainer = Trainer.__new__(Trainer)  # the loop and after_step: no model, engine or process group
     trainer.cfg, trainer.batch, trainer.world_size, trainer.engine = cfg, BatchPlan(2, 2, ParallelDims(1)), 1, _Engine()
-    trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(mpu=None)
+    trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(dp_group=None)
     trainer.train_loader, trainer.batches_per_epoch = _DamagedLoader(8), 8
     trainer.epoch_damage = EpochDamage(16)
     trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])

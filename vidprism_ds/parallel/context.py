@@ -55,6 +55,12 @@ class ParallelContext:
         return self.dims.dp_size
 
     @property
+    def dp_group(self) -> Optional[dist.ProcessGroup]:
+        """The data-parallel group for reductions over the replicas; None (all ranks) without tensor
+        parallelism, where every rank is a replica."""
+        return self.mpu.get_data_parallel_group() if self.mpu is not None else None
+
+    @property
     def dp_rank(self) -> int:
         return self.dims.dp_rank(self.rank)
 

@@ -277,8 +277,7 @@ class Trainer:
         terms = {**losses.terms, "total": losses.total}
         if state.batches_in_epoch == self.batches_per_epoch or self._max_steps_reached(state.step):
             # the epoch's last step on every rank (equal batch counts): the sum is in lockstep, and read later
-            dp_group = self.ctx.mpu.get_data_parallel_group() if self.ctx.mpu is not None else None
-            terms["damaged_samples"] = self.epoch_damage.total(self.device, self.dp_size, dp_group)
+            terms["damaged_samples"] = self.epoch_damage.total(self.device, self.dp_size, self.ctx.dp_group)
         state.pending.add({"step": state.step, "epoch": state.epoch, "lr": lr}, terms)
         if state.on_step is not None:
             state.on_step(state.step)
@@ -375,9 +374,8 @@ class Trainer:
         head = find_expert_head(self.engine.module) or self.engine.module.head
         hook = head.register_forward_hook(record_weights)
         try:
-            dp_group = self.ctx.mpu.get_data_parallel_group() if self.ctx.mpu is not None else None
             result = evaluate(self.engine, loader, num_classes, self.device, self.dtype, self.dp_size, text,
-                              chunk=cfg.train.micro_batch, progress=self.rank == 0, group=dp_group)
+                              chunk=cfg.train.micro_batch, progress=self.rank == 0, group=self.ctx.dp_group)
         finally:
             hook.remove()
         expert_weights = torch.stack(weights_sum).mean(dim=0).tolist() if weights_sum else None
