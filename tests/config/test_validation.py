@@ -5,6 +5,7 @@ import pytest
 
 from vidprism_ds.config import ConfigError, load_config
 from vidprism_ds.config.schema import BackboneConfig, HeadConfig
+from vidprism_ds.config.validation import CheckpointingPolicy, parse_checkpointing
 
 
 def _config_error(overrides: list[str]) -> str:
@@ -66,3 +67,24 @@ def test_the_launch_check_refuses_an_ep_size_below_one_as_the_config_does():
     with pytest.raises(ConfigError) as err:
         ParallelDims(world_size=2, ep_size=0)
     assert str(err.value) == _config_error(["parallel.ep_size=0"])
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("none", "none"), ("full", "full"),
+                                             ("blocks:3", "blocks:3"), (True, "full"), (False, "none")])
+def test_grad_checkpointing_takes_a_policy(value, expected):
+    cfg = load_config(None, [f"model.backbone.grad_checkpointing={str(value).lower()}"])
+    assert str(parse_checkpointing(cfg.model.backbone.grad_checkpointing)) == expected
+
+
+@pytest.mark.parametrize("value", ["some", "blocks:2.5", "blocks:-1", "blocks:two", "layers:2"])
+def test_a_checkpointing_policy_it_does_not_know_names_the_key(value):
+    with pytest.raises(ConfigError, match=r"model\.backbone\.grad_checkpointing: .* is not one of auto, none, full, blocks:K"):
+        load_config(None, [f"model.backbone.grad_checkpointing={value}"])
+
+
+def test_a_policy_counts_blocks_among_those_that_train():
+    assert parse_checkpointing("full").checkpointed_blocks(12) == 12
+    assert parse_checkpointing("blocks:4").checkpointed_blocks(12) == 4
+    assert str(CheckpointingPolicy.of_count(12, 12)) == "full" and str(CheckpointingPolicy.of_count(0, 12)) == "none"
+    with pytest.raises(ConfigError, match="blocks:13 asks for more blocks than the 12"):
+        parse_checkpointing("blocks:13").checkpointed_blocks(12)

@@ -5,12 +5,12 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
 
 from tests.parallel.harness import run_workers
 from tests.tiny_runs import tiny_overrides
 from vidprism_ds.config.schema import BackboneConfig, ConfigError
 from vidprism_ds.model.backbone import build_frame_encoder
+from vidprism_ds.model.tower_attention import PackedSelfAttention
 from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.tensor_parallel import TensorParallelLayout, apply_tensor_parallel
 
@@ -49,7 +49,7 @@ def test_tp_size_one_leaves_the_encoder_as_it_is():
     before = {name: type(module) for name, module in encoder.named_modules()}
     assert apply_tensor_parallel(encoder, _context(1)) == 0
     assert {name: type(module) for name, module in encoder.named_modules()} == before
-    assert isinstance(encoder.visual.transformer.resblocks[0].attn, nn.MultiheadAttention)
+    assert isinstance(encoder.visual.transformer.resblocks[0].attn, PackedSelfAttention)
 
 
 def test_a_tp_size_that_does_not_divide_the_heads_is_refused_naming_the_key():

@@ -38,7 +38,11 @@ class BackboneConfig:
     # `trainable_blocks` transformer blocks (plus ln_post/proj) learn.
     freeze: FreezeMode = "none"
     trainable_blocks: int = 0
-    grad_checkpointing: bool = False
+    # Which transformer blocks recompute their forward in the backward pass instead of keeping their
+    # activations: "none", "full" (every block), "blocks:K" (the first K of the blocks that train), or
+    # "auto" (on a GPU, the fastest setting the memory estimate fits on the device: none, then fewer
+    # blocks, then full; none on a CPU). true/false are full/none. docs/backbone.md#gradient-checkpointing
+    grad_checkpointing: Union[bool, str] = "auto"
     image_size: int = 224
     # MLP activation of the towers: QuickGELU for OpenAI's CLIP weights (the paper's backbone);
     # false (plain GELU) for open_clip's LAION-trained weights.

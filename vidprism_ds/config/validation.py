@@ -71,6 +71,55 @@ def check_trainable_blocks(freeze: str, trainable_blocks: int, num_blocks: Optio
     _require(freeze == "partial" or trainable_blocks == 0, key, "only applies with model.backbone.freeze=partial")
 
 
+CHECKPOINTING_KEY = "model.backbone.grad_checkpointing"
+CHECKPOINTING_MODES = ("auto", "none", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointingPolicy:
+    """``model.backbone.grad_checkpointing`` parsed: ``mode`` "auto", "none", "full" or "blocks" (then
+    ``blocks`` of the transformer blocks that train recompute their forward in backward)."""
+
+    mode: str
+    blocks: int = 0
+
+    def __str__(self) -> str:
+        return f"blocks:{self.blocks}" if self.mode == "blocks" else self.mode
+
+    @classmethod
+    def of_count(cls, blocks: int, recorded_blocks: int) -> CheckpointingPolicy:
+        """The policy that checkpoints ``blocks`` of ``recorded_blocks``: none, blocks:K or full."""
+        if blocks == 0:
+            return cls("none")
+        return cls("full") if blocks == recorded_blocks else cls("blocks", blocks)
+
+    def checkpointed_blocks(self, recorded_blocks: int) -> int:
+        """How many of ``recorded_blocks`` (the blocks autograd records) recompute: all for "full"."""
+        if self.mode == "auto":
+            raise ValueError("an auto policy is resolved by the memory estimate, not here")
+        check_checkpointed_blocks(self, recorded_blocks)
+        return {"none": 0, "full": recorded_blocks}.get(self.mode, self.blocks)
+
+
+def parse_checkpointing(value: bool | str) -> CheckpointingPolicy:
+    """true/false (the key's earlier form) are "full"/"none"; "blocks:K" needs K >= 0."""
+    if isinstance(value, bool):
+        return CheckpointingPolicy("full" if value else "none")
+    if value in CHECKPOINTING_MODES:
+        return CheckpointingPolicy(value)
+    prefix, _, count = value.partition(":")
+    _require(prefix == "blocks" and count.isdigit(), CHECKPOINTING_KEY,
+             f"{value!r} is not one of auto, none, full, blocks:K (K blocks, an integer >= 0), true, false")
+    return CheckpointingPolicy("blocks", int(count))
+
+
+def check_checkpointed_blocks(policy: CheckpointingPolicy, recorded_blocks: int) -> None:
+    """``recorded_blocks``: the blocks that train (all, the last trainable_blocks, none), known once the
+    backbone is built."""
+    _require(policy.mode != "blocks" or policy.blocks <= recorded_blocks, CHECKPOINTING_KEY,
+             f"blocks:{policy.blocks} asks for more blocks than the {recorded_blocks} that train")
+
+
 def check_experts_per_rate(variant: str, experts_per_rate: int) -> None:
     key = "model.head.experts_per_rate"
     _require(experts_per_rate >= 1, key, "must be >= 1")
@@ -117,6 +166,7 @@ def _validate_model(model: ModelConfig) -> None:
     backbone, head = model.backbone, model.head
     check_backbone_arch(backbone.arch)
     check_trainable_blocks(backbone.freeze, backbone.trainable_blocks)
+    parse_checkpointing(backbone.grad_checkpointing)
     _require(model.num_classes >= 0, "model.num_classes", "must be >= 0 (0 = from the label list)")
     _validate_sampling_rates(head)
     _require(0.0 < head.sampler_tau, "model.head.sampler_tau", "must be > 0")

@@ -27,8 +27,10 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from vidprism_ds.config.schema import BackboneConfig, FreezeMode
-from vidprism_ds.config.validation import TINY_ARCH, check_backbone_arch, check_trainable_blocks
+from vidprism_ds.config.validation import TINY_ARCH, check_backbone_arch, check_trainable_blocks, parse_checkpointing
+from vidprism_ds.model.block_stack import BlockStack, use_block_stack
 from vidprism_ds.model.clip_weights import load_clip_weights, weights_file_digest
+from vidprism_ds.model.tower_attention import use_packed_attention
 
 @dataclass(frozen=True)
 class TransformerBlock:
@@ -41,14 +43,17 @@ def transformer_blocks(module: nn.Module) -> list[TransformerBlock]:
     """Every residual block of the open_clip transformers inside ``module`` (a ``VideoClassifier``, a
     ``FrameEncoder``, a bare tower), in module order: the one way the code finds the ViT blocks (to
     freeze, compile, shard with tensor parallelism, or measure them). open_clip keeps a tower's blocks in
-    the ``resblocks`` list of its ``Transformer`` and sets ``grad_checkpointing`` on that ``Transformer``."""
+    the ``resblocks`` list of its ``Transformer`` and sets ``grad_checkpointing`` on that ``Transformer``
+    (all blocks or none); a ``BlockStack`` flags each block."""
     found = []
     for name, holder in module.named_modules():
         resblocks = getattr(holder, "resblocks", None)
         if isinstance(resblocks, nn.ModuleList):
             prefix = f"{name}.resblocks" if name else "resblocks"
-            checkpointed = bool(getattr(holder, "grad_checkpointing", False))
-            found += [TransformerBlock(f"{prefix}.{i}", block, checkpointed) for i, block in enumerate(resblocks)]
+            flags = (holder.checkpointed if isinstance(holder, BlockStack)
+                     else [bool(getattr(holder, "grad_checkpointing", False))] * len(resblocks))
+            found += [TransformerBlock(f"{prefix}.{i}", block, flag)
+                      for i, (block, flag) in enumerate(zip(resblocks, flags))]
     return found
 
 
@@ -173,19 +178,31 @@ class FrameEncoder(nn.Module):
     runs it without autograd; ``"partial"`` trains only the last ``trainable_blocks`` transformer
     blocks plus ``ln_post`` and ``proj`` (autograd then records nothing for the frozen early blocks,
     because neither their inputs nor their weights need gradients).
+
+    Gradient checkpointing (``grad_checkpointing``: a ``model.backbone.grad_checkpointing`` value) applies
+    to the blocks autograd records (``recorded_blocks``): "full" recomputes all of them, "blocks:K" the
+    first K, "none" none. "auto" starts as none; the trainer resolves it from the memory estimate
+    (``vidprism_ds.train.memory.checkpointing``) and calls ``set_grad_checkpointing``. The tower's block
+    loop is a ``BlockStack`` (per-block checkpointing) and, with ``packed_attention``, its attention a
+    ``PackedSelfAttention`` (one SDPA call on the batch-first layout); parameter names are unchanged.
     """
 
     def __init__(self, visual: VisionTransformer, freeze: FreezeMode = "none", trainable_blocks: int = 0,
-                 grad_checkpointing: bool = False):
+                 grad_checkpointing: bool | str = False, packed_attention: bool = True):
         super().__init__()
         if freeze not in FREEZE_MODES:
             raise ValueError(f"model.backbone.freeze: {freeze!r} is not one of {list(FREEZE_MODES)}")
         check_trainable_blocks(freeze, trainable_blocks, num_blocks=len(transformer_blocks(visual)))
+        use_block_stack(visual)
+        if packed_attention:
+            use_packed_attention([block.module for block in transformer_blocks(visual)])
         self.visual = visual
         self.freeze = freeze
         self.trainable_blocks = trainable_blocks
         self._apply_freeze()
-        self.set_grad_checkpointing(grad_checkpointing)
+        self.checkpointing_policy = parse_checkpointing(grad_checkpointing)
+        if self.checkpointing_policy.mode != "auto":
+            self.set_grad_checkpointing(self.checkpointing_policy.checkpointed_blocks(self.recorded_blocks))
 
     @property
     def embed_dim(self) -> int:
@@ -216,9 +233,24 @@ class FrameEncoder(nn.Module):
         if self.freeze == "all":
             self.visual.eval()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each transformer block in the backward pass instead of storing its activations."""
-        self.visual.set_grad_checkpointing(enable)
+    @property
+    def recorded_blocks(self) -> int:
+        """The transformer blocks autograd records: all, the last ``trainable_blocks``, or none (frozen)."""
+        return {"none": self.num_blocks, "partial": self.trainable_blocks, "all": 0}[self.freeze]
+
+    @property
+    def checkpointed_blocks(self) -> int:
+        return sum(block.checkpointed for block in transformer_blocks(self.visual))
+
+    def set_grad_checkpointing(self, enable: bool | int = True) -> None:
+        """Recompute blocks in the backward pass instead of storing their activations: True all the
+        recorded blocks, False none, an integer K the first K of them."""
+        recorded = self.recorded_blocks
+        count = (recorded if enable else 0) if isinstance(enable, bool) else int(enable)
+        if not 0 <= count <= recorded:
+            raise ValueError(f"model.backbone.grad_checkpointing: {count} blocks asked for, {recorded} train")
+        first_recorded = self.num_blocks - recorded
+        use_block_stack(self.visual).checkpoint_blocks(range(first_recorded, first_recorded + count))
 
     def train(self, mode: bool = True) -> FrameEncoder:
         super().train(mode)

@@ -53,7 +53,7 @@ def test_shallow_towers_measure_what_the_full_tower_does(overrides):
     cfg = load_config(None, ["model.backbone.arch=ViT-B-32", "model.backbone.image_size=64", "data.image_size=64",
                              "data.num_frames=8", "model.num_classes=5", *overrides])
     full = measure_activations(tiny_model(cfg), 64, 8, "cpu", torch.bfloat16)
-    shallow = measure_shallow_activations(cfg, torch.bfloat16)
+    shallow = measure_shallow_activations(cfg, torch.bfloat16, checkpointed=bool(overrides))
     assert shallow.saved_per_frame == pytest.approx(full.saved_per_frame, rel=1e-9)
     assert (shallow.block_per_frame, shallow.full_blocks) == (full.block_per_frame, full.full_blocks)
     assert shallow.per_frame == pytest.approx(full.per_frame, rel=1e-9)

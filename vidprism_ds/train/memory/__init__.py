@@ -14,13 +14,17 @@ forward pass is alive, next to the weights, the gradients accumulated so far and
 * ``parameters``: the parameter elements on a rank (its experts, its tensor-parallel shards); their bytes
   follow from the DeepSpeed config as ``vidprism_ds.train.ds_config.DeepSpeedSettings`` reads it.
 * ``estimate``: ``MemoryEstimate`` and ``estimate_peak_memory``, which counts parameters, gradients and
-  optimizer state per ZeRO stage; ``estimate_for_config`` for a config without building its weights.
-* ``fit``: ``check_fits`` and its remedies; ``report_and_check``, which the trainer calls at start-up.
+  optimizer state per ZeRO stage.
+* ``checkpointing``: ``model.backbone.grad_checkpointing: auto``, the fastest checkpointing that fits.
+* ``fit``: ``check_fits`` and its remedies; ``report_and_check``, which the trainer calls at start-up
+  (it resolves ``auto`` first).
+* ``for_config``: ``estimate_for_config``, the estimate for a config without its weights.
 * ``__main__``: ``python -m vidprism_ds.train.memory --config configs/k400_vitb16.yaml --world-size 8``
   prints the estimate for a preset on a machine without a GPU.
 """
 
-from vidprism_ds.train.memory.estimate import MemoryEstimate, estimate_for_config, estimate_peak_memory
+from vidprism_ds.train.memory.estimate import MemoryEstimate, estimate_peak_memory
 from vidprism_ds.train.memory.fit import check_fits, report_and_check
+from vidprism_ds.train.memory.for_config import estimate_for_config
 
 __all__ = ["MemoryEstimate", "check_fits", "estimate_for_config", "estimate_peak_memory", "report_and_check"]

@@ -2,8 +2,9 @@
 
 ``python -m vidprism_ds.train.memory --config configs/k400_vitb16.yaml --world-size 8`` prints the
 estimate for a preset; the command never builds the full model: parameters are counted on the meta
-device, activations measured on shallow towers on the CPU (``measure_shallow_activations``). Exit 2 when
-an estimate does not fit (or the config is wrong), with check_fits' message.
+device, activations measured on shallow towers on the CPU (``measure_shallow_profiles``); with
+``model.backbone.grad_checkpointing: auto`` it prints what the trainer would choose on that GPU. Exit 2
+when an estimate does not fit (or the config is wrong), with check_fits' message.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Optional, Sequence
 
 
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
-from vidprism_ds.train.memory.activations import measure_shallow_activations
-from vidprism_ds.train.memory.estimate import GIB, MemoryEstimate, _gib, estimate_for_config, load_estimate_config
+from vidprism_ds.train.memory.checkpointing import measure_shallow_profiles
+from vidprism_ds.train.memory.estimate import GIB, MemoryEstimate, _gib, load_estimate_config
+from vidprism_ds.train.memory.for_config import estimate_for_config
 from vidprism_ds.train.memory.fit import check_fits
 from vidprism_ds.train.run_config import DEFAULT_DS_CONFIG
 
@@ -70,7 +72,7 @@ def markdown_row(name: str, estimate: MemoryEstimate, fits: bool) -> str:
     parts = (estimate.parameter_bytes, estimate.gradient_bytes, estimate.optimizer_bytes, estimate.activation_bytes,
              estimate.workspace_bytes, estimate.total_bytes)
     return (f"| {name} | {estimate.dims.world_size} | {estimate.dims.tp_size} | {estimate.dims.dp_size} | "
-            f"{estimate.zero_stage} | {'on' if estimate.grad_checkpointing else 'off'} | "
+            f"{estimate.zero_stage} | {estimate.checkpointing} | "
             f"{estimate.micro_batch} x {estimate.grad_accum} | "
             + " | ".join(_gib(part) for part in parts) + f" | {'yes' if fits else 'no'} |")
 
@@ -102,17 +104,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_estimate_config(args.config, args.overrides)
         ds_config = read_ds_config(args.deepspeed_config)
         # the GPU's training dtype, as resolve_ds_config decides it; the profile serves every world size
-        profile = measure_shallow_activations(cfg, training_dtype(cfg.train.precision, on_gpu=True))
+        profiles = measure_shallow_profiles(cfg, training_dtype(cfg.train.precision, on_gpu=True))
         if args.markdown:
             print(MARKDOWN_HEADER)
         for world_size in args.world_size:
             run_cfg = micro_batch_for_world(cfg, world_size) if args.fit_global_batch else cfg
-            estimate = estimate_for_config(run_cfg, ds_config, world_size, profile)
+            estimate, choice = estimate_for_config(run_cfg, ds_config, world_size, profiles, args.device_gib * GIB)
             problem = _does_not_fit(estimate, args.device_gib, run_cfg.train.memory_limit_fraction)
             all_fit = all_fit and problem is None
             if args.markdown:
                 print(markdown_row(Path(args.config).stem if args.config else "demo", estimate, problem is None))
             else:
+                if choice is not None:
+                    print(choice.describe())
                 _print_estimate(estimate, problem, args.device_gib, cfg.train.memory_limit_fraction)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)

@@ -318,12 +318,13 @@ def _tower_blocks(backbone_cfg, depth: int) -> tuple[int, int]:
 
 
 def _measure_shallow(cfg: ExperimentConfig, head: nn.Module, recorded: int, frozen: int,
-                     dtype: torch.dtype) -> ActivationProfile:
-    """The profile of a tower of ``frozen`` frozen blocks followed by ``recorded`` trained ones."""
+                     dtype: torch.dtype, checkpointed: bool) -> ActivationProfile:
+    """The profile of a tower of ``frozen`` frozen blocks followed by ``recorded`` trained ones, with all
+    the trained ones checkpointed or none."""
     from vidprism_ds.model.backbone import build_shallow_frame_encoder
     from vidprism_ds.model.video_model import VideoClassifier
 
-    backbone_cfg = cfg.model.backbone
+    backbone_cfg = dataclasses.replace(cfg.model.backbone, grad_checkpointing=checkpointed)
     if backbone_cfg.freeze == "partial":
         backbone_cfg = dataclasses.replace(backbone_cfg, trainable_blocks=recorded)
     tower = build_shallow_frame_encoder(backbone_cfg, recorded + frozen, seed=cfg.train.seed)
@@ -331,11 +332,21 @@ def _measure_shallow(cfg: ExperimentConfig, head: nn.Module, recorded: int, froz
                                dtype)
 
 
-def measure_shallow_activations(cfg: ExperimentConfig, dtype: torch.dtype) -> ActivationProfile:
-    """The activation profile of ``cfg``'s model without building its tower: measured on towers of one
-    block (with the real head), and of one more recorded or frozen block, the saved bytes extrapolated to
-    the full depth. Exact: the blocks are identical, so each recorded (or frozen) block adds the same
-    bytes. Per process (tp_size 1)."""
+def recorded_and_frozen_blocks(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(blocks autograd records, frozen blocks) of ``cfg``'s tower."""
+    from vidprism_ds.model.backbone import clip_model_config
+
+    backbone_cfg = cfg.model.backbone
+    depth = clip_model_config(backbone_cfg.arch, backbone_cfg.image_size)["vision_cfg"]["layers"]
+    return _tower_blocks(backbone_cfg, depth)
+
+
+def measure_shallow_activations(cfg: ExperimentConfig, dtype: torch.dtype, checkpointed: bool) -> ActivationProfile:
+    """The activation profile of ``cfg``'s model without building its tower, with every block that trains
+    checkpointed or none (``vidprism_ds.train.memory.checkpointing`` gives the counts between): measured
+    on towers of one block (with the real head), and of one more recorded or frozen block, the saved bytes
+    extrapolated to the full depth. Exact: the blocks are identical, so each recorded (or frozen) block
+    adds the same bytes. Per process (tp_size 1)."""
     from vidprism_ds.model.backbone import clip_model_config
     from vidprism_ds.model.build import build_experiment_head
 
@@ -345,10 +356,11 @@ def measure_shallow_activations(cfg: ExperimentConfig, dtype: torch.dtype) -> Ac
     base_recorded = min(full_recorded, 1)
     base_frozen = 1 - base_recorded
     head = build_experiment_head(cfg, int(model_cfg["embed_dim"]), _num_classes(cfg))
-    base = _measure_shallow(cfg, head, base_recorded, base_frozen, dtype)
+    base = _measure_shallow(cfg, head, base_recorded, base_frozen, dtype, checkpointed)
     saved = base.saved_per_frame
     for more_recorded, more_frozen, count in ((1, 0, full_recorded - base_recorded), (0, 1, full_frozen - base_frozen)):
         if count > 0:
-            deeper = _measure_shallow(cfg, head, base_recorded + more_recorded, base_frozen + more_frozen, dtype)
+            deeper = _measure_shallow(cfg, head, base_recorded + more_recorded, base_frozen + more_frozen, dtype,
+                                      checkpointed)
             saved += count * (deeper.saved_per_frame - base.saved_per_frame)
     return dataclasses.replace(base, saved_per_frame=saved, full_blocks=0 if base.checkpointed else full_recorded)

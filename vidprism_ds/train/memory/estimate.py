@@ -4,9 +4,8 @@ were computed for, and the functions that make it.
 ``estimate_peak_memory`` adds a model's parameters, gradients and optimizer state, counted per ZeRO stage
 following DeepSpeed's ZeRO-1/2 optimizer (``deepspeed/runtime/zero/stage_1_and_2.py``), the measured
 activations and a workspace allowance. ZeRO partitions over the data-parallel group, the experts' share
-over the expert-data-parallel group (``vidprism_ds.parallel.dims.ParallelDims``). ``estimate_for_config`` gives the estimate for a config on any world size without its
-weights: parameters counted on the meta device, activations measured on shallow towers;
-``load_estimate_config`` loads the config train.py would run, at random init.
+over the expert-data-parallel group (``vidprism_ds.parallel.dims.ParallelDims``). ``load_estimate_config`` loads the config train.py would run, at random init
+(``vidprism_ds.train.memory.for_config`` estimates it without its weights).
 """
 
 from __future__ import annotations
@@ -20,14 +19,12 @@ import torch
 from torch import nn
 
 from vidprism_ds.config.schema import ExperimentConfig
+from vidprism_ds.config.validation import CheckpointingPolicy
 from vidprism_ds.model.backbone import transformer_blocks
 from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train.ds_config import DeepSpeedSettings
 from vidprism_ds.train.memory.activations import (
-    ActivationProfile,
     _element_size,
-    _num_classes,
-    measure_shallow_activations,
 )
 from vidprism_ds.train.memory.parameters import _count_rank_parameters
 
@@ -56,7 +53,7 @@ class MemoryEstimate:
     micro_batch: int
     grad_accum: int
     num_frames: int
-    grad_checkpointing: bool
+    checkpointing: str  # model.backbone.grad_checkpointing as computed: none, blocks:K (K blocks recomputed), full
     dtype_name: str
     zero_stage: int
     offload_optimizer: bool
@@ -64,6 +61,10 @@ class MemoryEstimate:
     # train.global_batch is set: the accumulation follows from the micro-batch, so a remedy names only that
     global_batch_fixed: bool = False
     activation_bytes_per_step: float = 0.0  # of activation_bytes, what does not scale with the clips
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self.checkpointing != "none"
 
     @property
     def total_bytes(self) -> int:
@@ -84,7 +85,7 @@ class MemoryEstimate:
             f"  optimizer    {_gib(self.optimizer_bytes):>7} GiB  ({optimizer_where})",
             f"  activations  {_gib(self.activation_bytes):>7} GiB  ({self.micro_batch} clips x {self.num_frames} "
             f"frames x {self.activation_bytes_per_frame / MIB:.1f} MiB/frame, gradient checkpointing "
-            f"{'on' if self.grad_checkpointing else 'off'})",
+            f"{self.checkpointing})",
             f"  workspace    {_gib(self.workspace_bytes):>7} GiB  (CUDA/NCCL workspaces, fragmentation, "
             f"ZeRO gradient buckets)",
         ])
@@ -105,7 +106,8 @@ def _workspace_bytes(ds: DeepSpeedSettings, grad_bytes: int) -> int:
 
 
 def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, dims: ParallelDims,
-                         activation_bytes_per_frame: float, activation_bytes_per_step: float = 0.0) -> MemoryEstimate:
+                         activation_bytes_per_frame: float, activation_bytes_per_step: float = 0.0,
+                         checkpointed_blocks: Optional[int] = None) -> MemoryEstimate:
     """Peak bytes per rank for training ``model`` with ``cfg`` under the resolved DeepSpeed config, at the
     parallel sizes ``dims`` (ZeRO partitions over its ``dp_size`` data-parallel ranks).
 
@@ -123,6 +125,9 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
     * activations: ``activation_bytes_per_frame`` (per rank: ``measure_activations`` divides by
       tp_size) x micro_batch x num_frames, plus ``activation_bytes_per_step`` (``ActivationProfile.head_per_step``:
       kept once a step whatever the micro-batch).
+
+    ``checkpointed_blocks``: the blocks the activations were measured (or interpolated) with recomputed,
+    for the summary; None reads them from the model.
     """
     ds = DeepSpeedSettings.read(ds_config)
     stage, dtype = ds.zero_stage, ds.dtype
@@ -139,6 +144,10 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
     optimizer = 0 if ds.offload_optimizer else state_bytes * (partitioned(counts.dense_trainable, dp, stage >= 1)
                                                  + partitioned(counts.expert_trainable, expert_dp, stage >= 1))
     micro_batch, num_frames = cfg.train.micro_batch, cfg.data.num_frames
+    blocks = transformer_blocks(model)
+    recorded = getattr(model.backbone, "recorded_blocks", len(blocks))
+    if checkpointed_blocks is None:
+        checkpointed_blocks = sum(block.checkpointed for block in blocks)
     return MemoryEstimate(
         parameter_bytes=param_bytes * (counts.dense + counts.expert + counts.buffer_elements),
         gradient_bytes=gradients,
@@ -151,7 +160,7 @@ def estimate_peak_memory(model: nn.Module, cfg: ExperimentConfig, ds_config: dic
         # the resolved JSON holds the accumulation derived for this world size (train.global_batch)
         micro_batch=micro_batch, grad_accum=int(ds_config.get("gradient_accumulation_steps", cfg.train.grad_accum)),
         num_frames=num_frames, global_batch_fixed=cfg.train.global_batch > 0,
-        grad_checkpointing=any(block.checkpointed for block in transformer_blocks(model)),
+        checkpointing=str(CheckpointingPolicy.of_count(checkpointed_blocks, recorded)),
         dtype_name=str(dtype).removeprefix("torch."), zero_stage=stage, offload_optimizer=ds.offload_optimizer,
         dims=dims)
 
@@ -164,23 +173,3 @@ def load_estimate_config(config_path: Optional[str], overrides: Sequence[str] = 
     backbone = dataclasses.replace(cfg.model.backbone, pretrained_path=None)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone),
                                train=dataclasses.replace(cfg.train, init_from=""))
-
-
-def estimate_for_config(cfg: ExperimentConfig, ds_config: dict, world_size: int,
-                        activations: Optional[ActivationProfile] = None) -> MemoryEstimate:
-    """The estimate for ``cfg`` on ``world_size`` GPUs: parameters counted on a model built on the meta
-    device (no memory, any size), activations from ``activations`` or ``measure_shallow_activations``
-    (they do not depend on the world size: pass one profile for several), divided by parallel.tp_size."""
-    from vidprism_ds.model.build import build_experiment_model
-    from vidprism_ds.model.video_model import has_experts
-    from vidprism_ds.parallel.tp_layout import check_tp_divides
-    from vidprism_ds.train.ds_config import resolve_ds_config
-
-    dims = ParallelDims(world_size, cfg.parallel.tp_size, cfg.parallel.ep_size)
-    resolved = resolve_ds_config(ds_config, cfg, dims, True, has_experts(cfg.model))
-    with torch.device("meta"):
-        model = build_experiment_model(cfg, _num_classes(cfg)).model
-    check_tp_divides(transformer_blocks(model), dims.tp_size)
-    profile = activations or measure_shallow_activations(cfg, DeepSpeedSettings.read(resolved).dtype)
-    per_frame = dataclasses.replace(profile, tp_size=dims.tp_size).per_frame
-    return estimate_peak_memory(model, cfg, resolved, dims, per_frame, profile.head_per_step)

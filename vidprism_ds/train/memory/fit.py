@@ -15,6 +15,7 @@ from torch import nn
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
 from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train.memory.activations import measure_activations
+from vidprism_ds.train.memory.checkpointing import choose_for_model
 from vidprism_ds.train.memory.estimate import MemoryEstimate, _gib, estimate_peak_memory
 from vidprism_ds.train.memory.parameters import _is_tensor_parallel
 
@@ -31,9 +32,9 @@ def _fitting_micro_batch(estimate: MemoryEstimate, limit: float) -> int:
 
 def _remedies(estimate: MemoryEstimate, limit: float) -> list[str]:
     remedies = []
-    if not estimate.grad_checkpointing and estimate.activation_bytes > 0:
-        remedies.append("set model.backbone.grad_checkpointing=true (recomputes each block in backward, "
-                        "keeps only its input)")
+    if estimate.checkpointing != "full" and estimate.activation_bytes > 0:
+        remedies.append(f"set model.backbone.grad_checkpointing=full (now {estimate.checkpointing}; "
+                        "recomputes each block in backward, keeps only its input)")
     micro = _fitting_micro_batch(estimate, limit)
     if micro and estimate.global_batch_fixed:
         remedies.append(f"lower train.micro_batch (train.micro_batch={micro}; train.grad_accum follows from "
@@ -81,23 +82,35 @@ def check_fits(estimate: MemoryEstimate, device_total_bytes: int, fraction: floa
 # What report_and_check logs on a CPU run, instead of the estimate (still computed and returned).
 CPU_RUN_LINE = ("memory: the peak GPU memory estimate does not apply to a CPU run (python -m "
                 "vidprism_ds.train.memory estimates a GPU run)")
+# ... and after it, where model.backbone.grad_checkpointing is auto: a CPU run keeps every activation
+CPU_AUTO_CHECKPOINTING = "; model.backbone.grad_checkpointing=auto: none on a CPU"
 
 
 def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, dims: ParallelDims,
                      device: torch.device | str, dtype: torch.dtype,
                      log: Optional[Callable[[str], None]] = None) -> MemoryEstimate:
-    """Measure the activations on ``device``, estimate the peak per rank at the parallel sizes ``dims``,
+    """Resolve ``model.backbone.grad_checkpointing: auto`` (``checkpointing.choose_for_model``, logged), then
+    measure the activations on ``device``, estimate the peak per rank at the parallel sizes ``dims``,
     pass the summary to ``log``; on a GPU raise ``ConfigError``
     if it exceeds ``train.memory_limit_fraction`` of the device (on the CPU there is nothing to compare
     with). Collective when experts are sharded or the tower is tensor-parallel; call it on every rank."""
     device = torch.device(device)
     # a tower parallelised already is measured with its shards: nothing left to divide
     tp_divisor = 1 if _is_tensor_parallel(model) else dims.tp_size
+    policy = getattr(model.backbone, "checkpointing_policy", None)  # a FrameEncoder's
+    auto = policy is not None and policy.mode == "auto"
+    if auto and device.type == "cuda":
+        choice = choose_for_model(model, cfg, ds_config, dims, device, dtype, tp_divisor,
+                                  torch.cuda.get_device_properties(device).total_memory)
+        if log is not None:
+            log(choice.describe())
+    elif auto:  # a CPU run has no device memory to fit: keep every activation
+        model.backbone.set_grad_checkpointing(0)
     profile = measure_activations(model, cfg.model.backbone.image_size, cfg.data.num_frames, device, dtype,
                                   tp_size=tp_divisor)
     estimate = estimate_peak_memory(model, cfg, ds_config, dims, profile.per_frame, profile.head_per_step)
     if log is not None:  # on a CPU run the GPU figures (CUDA/NCCL workspace and all) would only mislead
-        log(estimate.format() if device.type == "cuda" else CPU_RUN_LINE)
+        log(estimate.format() if device.type == "cuda" else CPU_RUN_LINE + (CPU_AUTO_CHECKPOINTING if auto else ""))
     if device.type == "cuda":
         check_fits(estimate, torch.cuda.get_device_properties(device).total_memory, cfg.train.memory_limit_fraction)
     return estimate
