@@ -1,26 +1,40 @@
 """One command that proves the GPU path on one GPU and prints its figures as one JSON document.
 
     PYTHONPATH=. python bench/gpu_check.py --official-repo /path/to/VidPrism --out gpu_check.json
+    PYTHONPATH=. python bench/gpu_check.py --quick ...     # the shipped preset's figures only (under 4 minutes)
     PYTHONPATH=. python bench/gpu_check.py --tiny          # the same sections on CPU in seconds (tests)
+
+What it runs is the K400 ViT-B/16 preset as shipped: ``train.compile`` and
+``model.backbone.grad_checkpointing`` at their defaults (``auto``: compiled on a GPU, the fewest recomputed
+blocks that fit), micro-batch 32 x 32 frames, bf16, ZeRO-2, random init.
 
 Sections (each one's failure is recorded under its name with the error, and the exit code is 1):
 
-- ``device``: GPU name, memory, versions, and the dense bf16 GEMM rate measured here (8192^3), the
-  ceiling MFU is quoted against.
+- ``device``: GPU name, memory, versions, the dense bf16 GEMM rate measured here (8192^3), the
+  ceiling MFU is quoted against, and the SDPA kernels the tower's attention launches (``sdpa_kernels``).
 - ``shards``: synthetic 224 px videos written as WebDataset shards in the sharder's format.
-- ``train``: the project's Trainer (bf16, ZeRO-2, contrastive loss on, the K400 ViT-B/16 preset's
-  memory settings, random init) timed over full optimizer steps on a batch already on the device:
-  step time, clips/s, MFU (3 x forward FLOPs counted with torch's FlopCounterMode / step time / the
-  measured GEMM rate), peak memory against the start-up estimate, host syncs per step.
-- ``train_compiled``: the same with ``train.compile=true`` (first-step compile time reported apart).
+- ``train``: the project's Trainer as shipped (bf16, ZeRO-2, contrastive loss on, compile and
+  checkpointing ``auto``) timed over full optimizer steps on a batch already on the device (the
+  compute-only rate): step time, clips/s, MFU (3 x forward FLOPs counted with torch's FlopCounterMode on
+  the eager model / step time / the measured GEMM rate), the checkpointing ``auto`` chose, peak memory
+  against the start-up estimate, host syncs per step, the first (compiling) step's time.
+- ``train_eager``: the same with ``train.compile=false`` (what the step costs without Inductor).
+- ``official_loop``: the official repository's training step (``bench/official_loop.py``: its head, DDP,
+  fp16 AMP with a GradScaler, no checkpointing) on the same backbone, batch and frames, and
+  ``ours_over_official``, the ratio of the two clips/s (``--official-repo``; at half the batch for both
+  when the official step does not fit).
 - ``head_vs_official``: this project's head and the official VidPrism module, same weights, on the same
   backbone features (B x T x D in the training dtype), forward+backward each; the speed ratio.
-- ``loader``: ``Trainer.fit`` end to end (loader workers + steps) with ``data.decode_device`` cpu and
-  cuda: clips/s, CPU seconds per clip, and the pixel difference of the two decodes on the same draws.
+- ``loader``: the loader alone: CPU seconds per clip for uint8 and JPEG batches, and the pixel difference
+  of the two decodes on the same draws.
+- ``fit_cpu_decode`` / ``fit_device_decode``: ``Trainer.fit`` end to end (loader workers + steps, at least
+  30 full-batch steps) with ``data.decode_device`` cpu and cuda: clips/s, CPU seconds per clip, and
+  ``share_of_compute_rate`` (end-to-end clips/s over the ``train`` section's).
 - ``eval``: one multi-view evaluation pass (videos/s).
 
 ``--tiny`` switches to the tiny CLIP at 32 px, 8 frames, CPU, a handful of steps: every section's code
-runs in the test suite (tests/bench/test_gpu_check.py); its figures mean nothing.
+runs in the test suite (tests/bench/test_gpu_check.py); its figures mean nothing. ``--quick`` runs
+``device``, ``shards``, ``train``, ``official_loop`` and ``fit_device_decode`` with fewer timed steps.
 """
 
 from __future__ import annotations
@@ -39,7 +53,6 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +66,7 @@ class Settings:
     frames: int  # clip length T
     source_frames: int  # frames kept per video in the shards
     micro_batch: int
-    grad_checkpointing: bool
+    grad_checkpointing: str  # model.backbone.grad_checkpointing: the presets' "auto"
     train_videos: int
     val_videos: int
     warmup_steps: int
@@ -67,10 +80,12 @@ class Settings:
 
 
 FULL = Settings(arch="ViT-B-16", image_size=224, frames=32, source_frames=48, micro_batch=32,
-                grad_checkpointing=True, train_videos=96, val_videos=24, warmup_steps=3, timed_steps=10,
-                fit_steps=24, workers=min(12, os.cpu_count() or 1), repeat=8, gemm_size=8192, dataset="k400",
+                grad_checkpointing="auto", train_videos=96, val_videos=24, warmup_steps=3, timed_steps=10,
+                fit_steps=34, workers=min(12, os.cpu_count() or 1), repeat=12, gemm_size=8192, dataset="k400",
                 num_classes=400)
-TINY = Settings(arch="tiny", image_size=32, frames=8, source_frames=12, micro_batch=2, grad_checkpointing=True,
+QUICK = dataclasses.replace(FULL, train_videos=64, val_videos=8, warmup_steps=2, timed_steps=6, repeat=16)
+QUICK_SECTIONS = ("train", "official_loop", "fit_device_decode")
+TINY = Settings(arch="tiny", image_size=32, frames=8, source_frames=12, micro_batch=2, grad_checkpointing="auto",
                 train_videos=16, val_videos=4, warmup_steps=1, timed_steps=2, fit_steps=3, workers=1, repeat=1,
                 gemm_size=256, dataset="synthetic", num_classes=4)
 
@@ -110,7 +125,32 @@ def device_section(device: torch.device, settings: Settings) -> dict:
     else:
         info.update(name=platform.processor() or platform.machine(), threads=torch.get_num_threads())
     info["gemm_tflops"] = round(measured_gemm_tflops(device, settings.gemm_size), 4)
+    info["sdpa_kernels"] = sdpa_kernels(device, settings)
     return info
+
+
+def sdpa_kernels(device: torch.device, settings: Settings) -> list[str]:
+    """The kernels (GPU) or operators (CPU) one training SDPA call of the tower launches, forward and
+    backward, at its shape (8 frames, its heads and tokens) in the training dtype: which backend the
+    dispatcher picked (flash, memory-efficient, cuDNN, math)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from vidprism_ds.model.backbone import clip_model_config
+
+    vision = clip_model_config(settings.arch, settings.image_size)["vision_cfg"]
+    heads = vision["width"] // vision.get("head_width", 64)
+    tokens = (settings.image_size // vision["patch_size"]) ** 2 + 1
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    q, k, v = (torch.randn(8, heads, tokens, vision.get("head_width", 64), device=device, dtype=dtype,
+                           requires_grad=True) for _ in range(3))
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+        sync(device)
+    wanted = ("flash", "fmha", "attention", "attn", "cudnn", "sdpa", "efficient")
+    names = {event.name for event in prof.events() if any(w in event.name.lower() for w in wanted)
+             and (device.type != "cuda" or event.device_type.name == "CUDA")}
+    return sorted(names)
 
 
 # ------------------------------------------------------------------------------------------------ shards
@@ -169,6 +209,8 @@ def experiment(settings: Settings, work: Path, shards: dict, device: torch.devic
         "model.backbone.arch": settings.arch, "model.backbone.image_size": settings.image_size,
         "model.backbone.grad_checkpointing": settings.grad_checkpointing, "model.loss.contrastive": 0.01,
         "model.text_cache_dir": str(shards["train"].parent.parent / "text_cache"),  # shared by every section
+        # one Inductor cache for every section: the fit sections reuse what the train section compiled
+        "train.compile_cache_dir": str(shards["train"].parent.parent / "compile_cache"),
         "data.dataset": settings.dataset,
         "data.train_shards": str(shards["train"]), "data.val_shards": str(shards["val"]),
         "data.num_frames": settings.frames, "data.image_size": settings.image_size,
@@ -190,20 +232,22 @@ def make_trainer(cfg):
 
 
 def forward_flops(trainer, frames) -> float:
-    """Forward FLOPs of one micro-batch (matmuls and convolutions, as FlopCounterMode counts them)."""
+    """Forward FLOPs of one micro-batch (matmuls and convolutions, as FlopCounterMode counts them), on the
+    eager model even where it is compiled (the counter cannot look inside compiled graphs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         trainer.engine(frames)
     return float(counter.get_total_flops())
 
 
 def count_step_syncs(trainer, frames, labels) -> dict:
-    """Host syncs in one full step (``HostSyncCounter``), DeepSpeed's backward + step counted apart."""
+    """Host syncs in one full step (``HostSyncCounter``), DeepSpeed's backward + step counted apart; on the
+    eager model (the counter is a Python function mode, which compiled graphs would not see)."""
     from vidprism_ds.model.losses import combine_losses
     from vidprism_ds.utils.op_count import HostSyncCounter
 
-    with HostSyncCounter() as everything:
+    with torch.compiler.set_stance("force_eager"), HostSyncCounter() as everything:
         output = trainer.engine(frames)
         losses = combine_losses(trainer.cfg.model.loss, output, labels, trainer.text_cd)
         with HostSyncCounter() as deepspeed_part:
@@ -254,18 +298,18 @@ def fixed_batch(trainer):
 
 
 def train_section(settings: Settings, work: Path, shards: dict, device: torch.device, gemm_tflops: float,
-                  compile_model: bool, report: dict) -> dict:
-    cfg = experiment(settings, work / ("compiled" if compile_model else "eager"), shards, device,
-                     **{"train.compile": compile_model})
+                  compile_setting: str | bool) -> dict:
+    cfg = experiment(settings, work / f"train_compile_{compile_setting}", shards, device,
+                     **{"train.compile": compile_setting})
     trainer = make_trainer(cfg)
     try:
         frames, labels = fixed_batch(trainer)
+        backbone = trainer.model.backbone
         result = {"micro_batch": settings.micro_batch, "frames": settings.frames, "arch": settings.arch,
-                  "grad_checkpointing": settings.grad_checkpointing, "dtype": str(trainer.dtype)}
-        if compile_model:  # the same model: its FLOPs come from the eager section (no counting through Dynamo)
-            model_tflop = report.get("train", {}).get("model_tflop_per_step")
-        else:
-            model_tflop = round(3 * forward_flops(trainer, frames) / 1e12, 3)
+                  "grad_checkpointing": settings.grad_checkpointing, "dtype": str(trainer.dtype),
+                  "compiled": trainer.compile_cache is not None,
+                  "checkpointed_blocks": f"{backbone.checkpointed_blocks} of {backbone.recorded_blocks}"}
+        model_tflop = round(3 * forward_flops(trainer, frames) / 1e12, 3)
         result.update(time_steps(trainer, frames, labels, settings))
         step_s = result["step_ms"] / 1e3
         result["clips_per_s"] = round(settings.micro_batch / step_s, 2)
@@ -281,8 +325,7 @@ def train_section(settings: Settings, work: Path, shards: dict, device: torch.de
             if result["peak_memory_gib"]:
                 result["estimate_over_measured_peak"] = round(
                     estimate.total_bytes / 2 ** 30 / result["peak_memory_gib"], 3)
-        if not compile_model:
-            result["host_syncs_per_step"] = count_step_syncs(trainer, frames, labels)
+        result["host_syncs_per_step"] = count_step_syncs(trainer, frames, labels)
         return result
     finally:
         release(trainer)
@@ -333,6 +376,39 @@ def head_section(settings: Settings, device: torch.device, official_repo: Path |
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ official
+
+
+def official_loop_section(settings: Settings, device: torch.device, official_repo: Path | None,
+                          ours: dict | None) -> dict:
+    """The official training step (``bench/official_loop.py``) at our batch, or at half of it when it
+    does not fit (the official code keeps every activation); the clips/s ratio to our ``train`` section."""
+    if official_repo is None:
+        return {"not_run": "pass --official-repo (a checkout of the official VidPrism code)"}
+    from bench.official_loop import build_official_model, official_loop_times
+
+    model = build_official_model(settings.arch, settings.image_size, settings.num_classes, official_repo).to(device)
+    result, batch = {}, settings.micro_batch
+    while batch >= 1:
+        generator = torch.Generator().manual_seed(0)
+        frames = torch.randn(batch, settings.frames, 3, settings.image_size, settings.image_size,
+                             generator=generator).to(device)
+        labels = torch.randint(0, settings.num_classes, (batch,), generator=generator).to(device)
+        text = torch.randn(settings.num_classes, int(model.tower.output_dim), generator=generator).to(device)
+        try:
+            result = official_loop_times(model, frames, labels, text, settings.warmup_steps, settings.timed_steps)
+            break
+        except torch.OutOfMemoryError:
+            result["out_of_memory_at_batch"] = batch
+            del frames
+            torch.cuda.empty_cache()
+            batch //= 2
+    result["micro_batch"] = batch
+    if isinstance(ours, dict) and ours.get("clips_per_s") and result.get("clips_per_s"):
+        result["ours_over_official"] = round(ours["clips_per_s"] / result["clips_per_s"], 2)
+    return result
+
+
 # ------------------------------------------------------------------------------------------------ loader
 
 
@@ -342,7 +418,8 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def fit_section(settings: Settings, work: Path, shards: dict, device: torch.device, decode_device: str) -> dict:
+def fit_section(settings: Settings, work: Path, shards: dict, device: torch.device, decode_device: str,
+                compute_only: dict | None = None) -> dict:
     """``Trainer.fit`` for ``fit_steps`` steps: the loader and the model together, as a run trains."""
     cfg = experiment(settings, work / f"fit_{decode_device}", shards, device, **{
         "data.decode_device": decode_device, "train.max_steps": settings.fit_steps})
@@ -359,9 +436,13 @@ def fit_section(settings: Settings, work: Path, shards: dict, device: torch.devi
         # the first two steps include worker start-up; the rest is the steady state
         (t0, c0), (t1, c1) = marks[1], marks[-1]
         clips = (len(marks) - 2) * settings.micro_batch
-        return {"decode_device": decode_device, "clips_per_s": round(clips / (t1 - t0), 2),
-                "cpu_ms_per_clip_steady": round(1e3 * (c1 - c0) / clips, 1),
-                "cpu_s_total": round(cpu_seconds() - cpu_start, 1), "steps": len(marks)}
+        result = {"decode_device": decode_device, "clips_per_s": round(clips / (t1 - t0), 2),
+                  "cpu_ms_per_clip_steady": round(1e3 * (c1 - c0) / clips, 1),
+                  "cpu_s_total": round(cpu_seconds() - cpu_start, 1), "steps": len(marks),
+                  "loader_workers": settings.workers}
+        if isinstance(compute_only, dict) and compute_only.get("clips_per_s"):
+            result["share_of_compute_rate"] = round(result["clips_per_s"] / compute_only["clips_per_s"], 3)
+        return result
     finally:
         release(trainer)
 
@@ -441,6 +522,8 @@ def run_section(report: dict, name: str, fn, *args, **kwargs) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny model on the CPU (the test suite's dry run)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {', '.join(QUICK_SECTIONS)} (with device and shards), fewer timed steps")
     parser.add_argument("--official-repo", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -455,13 +538,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    settings = TINY if args.tiny else FULL
+    settings = TINY if args.tiny else QUICK if args.quick else FULL
     if args.micro_batch:
         settings = dataclasses.replace(settings, micro_batch=args.micro_batch)
     if args.workers:
         settings = dataclasses.replace(settings, workers=args.workers)
     if args.loader_only:
-        args.skip = [*args.skip, "train", "train_compiled", "head_vs_official", "fit_cpu_decode",
+        args.skip = [*args.skip, "train", "train_eager", "official_loop", "head_vs_official", "fit_cpu_decode",
                      "fit_device_decode", "eval"]
     if not args.tiny and not args.loader_only and not torch.cuda.is_available():
         print("bench/gpu_check.py: no GPU here; use --tiny for the CPU dry run", file=sys.stderr)
@@ -471,10 +554,11 @@ def main(argv=None) -> int:
     if device.type == "cpu" and not args.tiny:
         settings = dataclasses.replace(settings, gemm_size=2048)
     started = time.perf_counter()
-    report: dict = {"mode": "tiny" if args.tiny else "full", "settings": dataclasses.asdict(settings)}
+    report: dict = {"mode": "tiny" if args.tiny else "quick" if args.quick else "full",
+                    "settings": dataclasses.asdict(settings)}
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_check_")))
-        wanted = lambda name: name not in args.skip  # noqa: E731
+        wanted = lambda name: name not in args.skip and (not args.quick or name in QUICK_SECTIONS)  # noqa: E731
         run_section(report, "device", device_section, device, settings)
         gemm = report["device"].get("gemm_tflops", 0.0) if isinstance(report["device"], dict) else 0.0
         shards = {"train": work / "shards" / "train", "val": work / "shards" / "val"}
@@ -483,20 +567,24 @@ def main(argv=None) -> int:
                                       repeat=settings.repeat)),
             "val": str(write_shards(shards["val"], settings.val_videos, settings, settings.num_classes,
                                     seed=10_000))})
+        # lambdas: the later sections read the earlier ones' figures from the report when they run
         for name, fn, fn_args in (
-                ("train", train_section, (settings, work, shards, device, gemm, False, report)),
-                ("train_compiled", train_section, (settings, work, shards, device, gemm, True, report)),
-                ("head_vs_official", head_section, (settings, device, args.official_repo)),
-                ("loader", loader_cost_section, (settings, shards, device)),
-                ("fit_cpu_decode", fit_section, (settings, work, shards, device, "cpu")),
-                ("fit_device_decode", fit_section, (settings, work, shards, device, "cuda")),
-                ("eval", eval_section, (settings, work, shards, device))):
+                ("train", train_section, lambda: (settings, work, shards, device, gemm, "auto")),
+                ("train_eager", train_section, lambda: (settings, work, shards, device, gemm, False)),
+                ("official_loop", official_loop_section,
+                 lambda: (settings, device, args.official_repo, report.get("train"))),
+                ("head_vs_official", head_section, lambda: (settings, device, args.official_repo)),
+                ("loader", loader_cost_section, lambda: (settings, shards, device)),
+                ("fit_cpu_decode", fit_section, lambda: (settings, work, shards, device, "cpu", report.get("train"))),
+                ("fit_device_decode", fit_section,
+                 lambda: (settings, work, shards, device, "cuda", report.get("train"))),
+                ("eval", eval_section, lambda: (settings, work, shards, device))):
             if not wanted(name):
                 continue
             if name == "fit_device_decode" and device.type != "cuda":
                 report[name] = "not run: data.decode_device=cuda needs a GPU (the loader section decodes on the CPU)"
                 continue
-            run_section(report, name, fn, *fn_args)
+            run_section(report, name, fn, *fn_args())
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=1, default=str)
     print(text, flush=True)
