@@ -11,7 +11,7 @@ from open_clip.model import CLIP
 from torch import nn
 
 from vidprism_ds.config.schema import BackboneConfig
-from vidprism_ds.model.backbone import build_clip, build_frame_encoder
+from vidprism_ds.model.backbone import FrameEncoder, build_clip, build_frame_encoder
 from vidprism_ds.model.clip_weights import (
     ClipWeightsError,
     is_torchscript_archive,
@@ -240,9 +240,12 @@ def test_official_model_state_dict_import(tmp_path):
     load_official_visual_state(encoder, checkpoint["model_state_dict"])
     with torch.no_grad():
         after = encoder(clips)
-        expected = source.encode_image(clips.flatten(0, 1)).view(2, 4, -1)
+        open_clip_out = source.encode_image(clips.flatten(0, 1)).view(2, 4, -1)
+        # the same tower as the encoder's (packed SDPA attention) on the source's weights: bit for bit
+        expected = FrameEncoder(source.visual).eval()(clips)
     assert not torch.equal(before, expected)
     assert torch.equal(after, expected)
+    torch.testing.assert_close(after, open_clip_out, rtol=0, atol=1e-5)  # open_clip's attention, rounding apart
 
     # the whole checkpoint dict is accepted as well
     other, _ = build_frame_encoder(_tiny_cfg(), seed=7)
