@@ -25,6 +25,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def check_self_attention_call(module_name: str, query: torch.Tensor, key: Optional[torch.Tensor],
+                              value: Optional[torch.Tensor], need_weights: bool,
+                              attn_mask: Optional[torch.Tensor]) -> None:
+    """What a drop-in for open_clip's ``nn.MultiheadAttention`` call computes here: self-attention, no
+    attention weights, an additive mask at most."""
+    if need_weights or (key is not None and key is not query) or (value is not None and value is not query):
+        raise ValueError(f"{module_name} computes self-attention without attention weights only")
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # nn.MultiheadAttention masks out True, scaled_dot_product_attention keeps True: only additive
+        # float masks (what open_clip passes) mean the same to both
+        raise ValueError(f"{module_name} takes an additive float attn_mask, not a boolean one")
+
+
 class PackedSelfAttention(nn.Module):
     """Drop-in for an open_clip block's ``nn.MultiheadAttention`` (self-attention, ``need_weights=False``,
     no dropout): the same parameters, one GEMM for q/k/v, SDPA on views of its output."""
@@ -44,12 +57,7 @@ class PackedSelfAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: Optional[torch.Tensor] = None, value: Optional[torch.Tensor] = None,
                 need_weights: bool = False, attn_mask: Optional[torch.Tensor] = None):
-        if need_weights or (key is not None and key is not query) or (value is not None and value is not query):
-            raise ValueError("PackedSelfAttention computes self-attention without attention weights only")
-        if attn_mask is not None and attn_mask.dtype == torch.bool:
-            # nn.MultiheadAttention masks out True, scaled_dot_product_attention keeps True: only additive
-            # float masks (what open_clip passes) mean the same to both
-            raise ValueError("PackedSelfAttention takes an additive float attn_mask, not a boolean one")
+        check_self_attention_call(type(self).__name__, query, key, value, need_weights, attn_mask)
         x_nld = query if self.batch_first else query.transpose(0, 1)
         batch, length, _ = x_nld.shape
         qkv_nl3hd = F.linear(x_nld, self.in_proj_weight, self.in_proj_bias).view(
@@ -72,4 +80,4 @@ def use_packed_attention(blocks: list[nn.Module]) -> int:
     return replaced
 
 
-__all__ = ["PackedSelfAttention", "use_packed_attention"]
+__all__ = ["PackedSelfAttention", "check_self_attention_call", "use_packed_attention"]

@@ -33,6 +33,7 @@ from megatron.core.tensor_parallel.layers import set_tensor_model_parallel_attri
 from torch import nn
 
 from vidprism_ds.model.backbone import transformer_blocks
+from vidprism_ds.model.tower_attention import check_self_attention_call
 from vidprism_ds.parallel.context import ParallelContext
 from vidprism_ds.parallel.tp_layout import (SHARDED_SUFFIXES, TP_LAYOUT_ATTR, TensorParallelLayout,
                                             assemble_module_states, check_tp_divides, localise_module_state,
@@ -132,12 +133,7 @@ class TensorParallelSelfAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: Optional[torch.Tensor] = None, value: Optional[torch.Tensor] = None,
                 need_weights: bool = False, attn_mask: Optional[torch.Tensor] = None):
-        if need_weights or (key is not None and key is not query) or (value is not None and value is not query):
-            raise ValueError("TensorParallelSelfAttention computes self-attention without attention weights only")
-        if attn_mask is not None and attn_mask.dtype == torch.bool:
-            # nn.MultiheadAttention masks out True, scaled_dot_product_attention keeps True: only additive
-            # float masks (what open_clip's blocks pass) mean the same to both
-            raise ValueError("TensorParallelSelfAttention takes an additive float attn_mask, not a boolean one")
+        check_self_attention_call(type(self).__name__, query, key, value, need_weights, attn_mask)
         x_bld = query if self.batch_first else query.transpose(0, 1)
         batch, length, _ = x_bld.shape
         q, k, v = (t.reshape(batch, length, self.local_heads, self.head_dim).transpose(1, 2)
