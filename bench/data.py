@@ -2,7 +2,7 @@
 
     python bench/data.py [--videos 24] [--repeat 8] [--width 340 --height 256 --seconds 10 --fps 30]
                          [--workers 2] [--batch 8] [--frames 8 32] [--measure-batches 12] [--work DIR]
-                         [--multirate [--mode-frames 8 16]]
+                         [--multirate [--mode-frames 8 16]] [--order [--rounds 2] [--block-shards 8]]
 
 1. Writes ``--videos`` realistic h264 videos: Kinetics-like 10 s clips at 340x256 (the size Kinetics is
    usually pre-resized to), 30 fps, x264 defaults (keyframe every 250 frames, B-frames).
@@ -13,6 +13,13 @@
    timed over ``--measure-batches`` batches after two warm-up batches.
 
 Prints a markdown table (paste it into docs/benchmarks.md, "## Data") and the figures as JSON.
+
+``--order`` compares the global training order (``vidprism_ds.data.global_order``: samples read where they
+lie through the shard index) with the per-rank order it replaced (each rank streams its own shard
+permutation through a shuffle buffer), on the same shards (docs/benchmarks.md, "## Global training
+order"): for each T in ``--frames``, clips/s with ``--workers`` DataLoader workers (the two orders timed
+in turn, ``--rounds`` times each) and, with the loader in this process, bytes and read calls per clip
+from the file system (``/proc/self/io``: ``rchar``, ``syscr``) and CPU ms per clip.
 
 ``--multirate`` runs the multi-rate comparison instead (docs/benchmarks.md, "## Multi-rate shards"):
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -36,12 +44,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 from PIL import Image
 
 from vidprism_ds.config.schema import DataConfig
 from vidprism_ds.data import build_raw_train_loader, build_train_loader
+from vidprism_ds.data.clip_settings import TrainClipSettings
+from vidprism_ds.data.clips import to_train_clips
+from vidprism_ds.data.collate import collate_train
+from vidprism_ds.data.damage import DamageLog, skip_damaged
+from vidprism_ds.data.epoch_loader import EpochLoader, train_batches_per_rank
+from vidprism_ds.data.manifest import load_manifest
 from vidprism_ds.data.prep.run import ShardJob, run_sharding
 from vidprism_ds.data.presets import SYNTHETIC_CLASSES
+from vidprism_ds.data.sample_filters import keep_safe_members, shuffle_buffer, take_worker_share
+from vidprism_ds.data.shard_source import endless_permutations, read_shards
 from vidprism_ds.data.sampling import FrameSettings
 from vidprism_ds.data.generated_videos import write_video
 from vidprism_ds.data.synthetic import render_video
@@ -179,6 +196,84 @@ def print_multirate(results: dict, args) -> None:
     print("\n" + json.dumps(results))
 
 
+def per_rank_order_loader(cfg: DataConfig, shard_dir: Path, micro_batch: int, seed: int = 0) -> EpochLoader:
+    """The training order the global order replaced, rebuilt from the stages that remain (one rank): an
+    endless permutation of shards per (rank, worker) slot, streamed (``tar_reader``), through a shuffle
+    buffer of ``data.shuffle_buffer`` samples, damaged samples dropped, this worker's share of the batches."""
+    manifest = load_manifest(shard_dir)
+    shards = [(s.path, s.samples) for s in manifest.shards if s.samples > 0]
+    batches = train_batches_per_rank(manifest.num_samples, micro_batch, 1)
+
+    def number_samples(samples):  # the clip stage keys its draws by __position__
+        for position, sample in enumerate(samples):
+            yield {**sample, "__position__": position}
+
+    def make(epoch: int):
+        return wds.DataPipeline(
+            functools.partial(endless_permutations, shards, seed, epoch, 0, 1),
+            read_shards,
+            functools.partial(shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=0, world_size=1),
+            functools.partial(keep_safe_members, num_classes=manifest.num_classes),
+            number_samples,
+            functools.partial(to_train_clips, settings=TrainClipSettings.from_config(cfg), seed=seed, epoch=epoch),
+            functools.partial(skip_damaged, damage=DamageLog(cfg.max_bad_samples, "training")),
+            functools.partial(take_worker_share, batches_per_rank=batches, batch_size=micro_batch),
+            wds.batched(micro_batch, collation_fn=collate_train, partial=False))
+
+    return EpochLoader(make, batches, cfg.num_workers, manifest.num_samples)
+
+
+def io_per_clip(loader, measure_batches: int) -> dict:
+    """File-system bytes and read calls (``/proc/self/io`` rchar, syscr) and CPU ms per clip of a loader
+    with no workers, after one warm-up batch."""
+    def counters() -> dict[str, int]:
+        fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+        return {"rchar": int(fields["rchar"]), "syscr": int(fields["syscr"])}
+
+    batches = iter(loader)
+    next(batches)
+    before, cpu = counters(), time.process_time()
+    clips = 0
+    for _, batch in zip(range(measure_batches), batches):
+        clips += batch["frames"].shape[0]
+    after, cpu = counters(), time.process_time() - cpu
+    return {"bytes_per_clip": round((after["rchar"] - before["rchar"]) / clips),
+            "reads_per_clip": round((after["syscr"] - before["syscr"]) / clips, 1),
+            "cpu_ms_per_clip": round(1000 * cpu / clips, 1)}
+
+
+def order_comparison(args, shard_dir: Path) -> dict:
+    rows = []
+    for num_frames in args.frames:
+        cfg = DataConfig(dataset="synthetic", num_frames=num_frames, image_size=args.image_size,
+                         num_workers=args.workers, shuffle_buffer=64, shuffle_block_shards=args.block_shards)
+        builders = {"global": lambda c: build_train_loader(c, shard_dir, args.batch),
+                    "per-rank (before)": lambda c: per_rank_order_loader(c, shard_dir, args.batch)}
+        rates = {name: [] for name in builders}
+        for _ in range(args.rounds):  # in turn, so that load from others on the machine hits both alike
+            for name, build in builders.items():
+                rates[name].append(time_loader(build(cfg), args.measure_batches))
+        for name, build in builders.items():
+            in_process = io_per_clip(build(dataclasses.replace(cfg, num_workers=0)), args.measure_batches)
+            rows.append({"T": num_frames, "order": name, "clips_per_s": round(sum(rates[name]) / len(rates[name]), 1),
+                         "clips_per_s_rounds": [round(r, 1) for r in rates[name]], **in_process})
+            print(rows[-1], file=sys.stderr)
+    return {"block_shards": args.block_shards, "shards": len(list(shard_dir.glob("*.tar"))), "loaders": rows}
+
+
+def print_order(results: dict, args) -> None:
+    print(f"Machine: {results['machine']}. Videos: {results['videos']}. Workers: {args.workers}, batch "
+          f"{args.batch}, image size {args.image_size}; {results['shards']} shards, data.shuffle_block_shards="
+          f"{results['block_shards']}, data.shuffle_buffer=64 (per-rank order).\n")
+    print("| clip length T | order | training clips/s | file bytes read per clip | read calls per clip | "
+          "CPU ms per clip (no workers) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in results["loaders"]:
+        print(f"| {row['T']} | {row['order']} | {row['clips_per_s']} | {row['bytes_per_clip']} | "
+              f"{row['reads_per_clip']} | {row['cpu_ms_per_clip']} |")
+    print("\n" + json.dumps(results))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=24)
@@ -197,6 +292,10 @@ def main() -> int:
                         help="bytes per video and clips/s per data.clip_sampling mode instead (see above)")
     parser.add_argument("--mode-frames", type=int, nargs="+", default=[8, 16],
                         help="clip lengths T for --multirate (dense needs T <= the default burst length, 16)")
+    parser.add_argument("--order", action="store_true",
+                        help="the global training order against the per-rank order it replaced (see above)")
+    parser.add_argument("--rounds", type=int, default=2, help="--order: timings of each order, taken in turn")
+    parser.add_argument("--block-shards", type=int, default=8, help="--order: data.shuffle_block_shards")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -211,6 +310,10 @@ def main() -> int:
         videos = f"{args.videos} x {args.repeat} rows, {args.width}x{args.height}, {args.seconds:g} s at {args.fps} fps, h264"
         if args.multirate:
             print_multirate({"machine": machine, "videos": videos, **multirate_comparison(args, work, list_file)}, args)
+            return 0
+        if args.order:
+            shard_dir, _ = shard_list(work, list_file, FrameSettings(), args.workers, "shards")
+            print_order({"machine": machine, "videos": videos, **order_comparison(args, shard_dir)}, args)
             return 0
 
         entries, classes = read_video_list(list_file, work, "auto", list(SYNTHETIC_CLASSES))

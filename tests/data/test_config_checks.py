@@ -11,6 +11,7 @@ from vidprism_ds.config import ConfigError, ExperimentConfig, validate
     ({"dataset": "ssv2", "hflip": True}, "data.hflip"),
     ({"dataset": "synthetic", "hflip": True}, "data.hflip"),
     ({"shuffle_buffer": -1}, "data.shuffle_buffer"),
+    ({"shuffle_block_shards": 0}, "data.shuffle_block_shards"),
     ({"list_format": "tsv"}, "data.list_format"),
     ({"clip_sampling": "sparse"}, "data.clip_sampling"),
     ({"clip_sampling": "dense", "dense_stride": 0}, "data.dense_stride"),

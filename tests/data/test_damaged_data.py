@@ -219,14 +219,14 @@ def test_training_skips_a_corrupt_jpeg_naming_shard_and_key(tmp_path, caplog):
 
 @pytest.mark.parametrize("limit, fails", [(2, False), (1, True)])
 def test_more_damaged_samples_than_max_bad_samples_stop_naming_the_last(tmp_path, limit, fails):
-    # one shard, read in order: the 6 clips of 2 batches of 3 meet exactly the 2 damaged samples
-    data = write_shards(tmp_path / "shards", [8], damage=_corrupt_frames({"000000001", "000000002"}))
+    # one shard of 6: the 2 batches of 3 take every sample, the 2 damaged ones included
+    data = write_shards(tmp_path / "shards", [6], damage=_corrupt_frames({"000000001", "000000002"}))
     loader = build_train_loader(_cfg(max_bad_samples=limit), data["dir"], 3)
     if not fails:
         assert len(list(loader)) == 2
         return
     message = (r"2 damaged samples in this epoch on one loader worker, more than data\.max_bad_samples=1; "
-               r"the last: shard .*shard-000000\.tar, key 000000002")
+               r"the last: shard .*shard-000000\.tar, key 00000000[12]: 00000000[12]\.000000\.jpg: not a JPEG")
     with pytest.raises(TooManyDamagedSamples, match=message):
         list(loader)
 
@@ -245,9 +245,15 @@ def test_training_skips_the_samples_of_a_truncated_tar(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         batches = list(loader)
     assert len(batches) == len(loader) == 4
+    assert all(b["frames"].shape == (2, FRAMES, 3, SIZE, SIZE) for b in batches)
+    # sample 1 is cut inside a frame, 2 and 3 are gone: each is replaced by a whole sample of its block
+    indices = torch.cat([b["index"] for b in batches]).tolist()
+    assert not {1, 2, 3} & set(indices) and sum(b["damaged"] for b in batches) == 3
     warnings = _warnings(caplog)
-    assert "shard-000000.tar, key 000000001: truncated tar: member 000000001.000002.jpg is cut short" in warnings
-    assert "shard-000000.tar (2 samples): 2 of the manifest's 4 samples are missing: the shard ends early" in warnings
+    for missing in (1, 2, 3):
+        assert (f"replaced by shard {data['dir']}/shard-0000") in warnings
+        assert (f"shard-000000.tar: sample {missing} of the manifest's 4 is not in the shard (not a whole tar "
+                "file") in warnings, warnings
 
 
 def test_a_label_outside_the_classes_is_skipped_naming_shard_and_key(tmp_path, caplog):

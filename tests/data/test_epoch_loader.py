@@ -22,3 +22,19 @@ def test_rank_outside_the_world_is_refused():
         check_rank(2, 2, 1)
     with pytest.raises(ValueError, match="batch size"):
         check_rank(0, 1, 0)
+
+
+def test_only_a_loader_that_can_start_part_way_takes_a_start_batch():
+    from vidprism_ds.data.epoch_loader import EpochLoader
+
+    made = []
+    streaming = EpochLoader(lambda epoch: made.append(epoch) or [], 4, 0, 8)
+    with pytest.raises(ValueError, match="cannot start an epoch part-way"):
+        streaming.set_epoch(1, start_batch=2)
+    streaming.set_epoch(1)
+    assert list(streaming) == [] and made == [1]
+    resumable = EpochLoader(lambda epoch, start: made.append((epoch, start)) or [], 4, 0, 8, starts_anywhere=True)
+    resumable.set_epoch(2, start_batch=3)
+    assert list(resumable) == [] and made[-1] == (2, 3)
+    with pytest.raises(ValueError, match="outside the epoch's 4 batches"):
+        resumable.set_epoch(2, start_batch=5)

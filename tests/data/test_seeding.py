@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 from vidprism_ds.data import clips, device_decode, raw
 from vidprism_ds.data.clip_settings import TrainClipSettings
-from vidprism_ds.data.seeding import Slot, clip_rng, current_slot, seeded_rng, slot_range, slot_rng, split_count
+from vidprism_ds.data.seeding import (Slot, clip_rng, current_slot, sample_rng, seeded_rng, slot_range, slot_rng,
+                                      split_count)
 
 
 def test_streams_are_pinned_to_seed_epoch_slot_and_purpose(as_worker):
@@ -27,10 +28,9 @@ def test_splits_differ_by_at_most_one():
     assert [slot_range(7, Slot(index, 3)) for index in range(3)] == [(0, 2), (2, 4), (4, 7)]
 
 
-def test_the_three_training_clip_stages_draw_the_same_stream(monkeypatch, as_worker):
-    """The CPU clips, the device-decode clips and the raw-video clips draw picks and augmentation from
-    one stream: the same seed gives the same clips whichever path builds them."""
-    as_worker(1, 2)
+def test_shard_clips_draw_from_their_position_s_stream_on_either_decode_path(monkeypatch, as_worker):
+    """The CPU clips and the device-decode clips of shard samples draw picks and augmentation from the
+    sample's own stream, keyed by (seed, epoch, position in the global order): not by rank or worker."""
     settings = TrainClipSettings(num_frames=4, image_size=32, crop_scale_min=0.5, flip=True, grayscale_prob=0.5)
     draws: dict[str, list[list[float]]] = {"clips": [], "device_decode": [], "raw": []}
 
@@ -46,13 +46,18 @@ def test_the_three_training_clip_stages_draw_the_same_stream(monkeypatch, as_wor
     monkeypatch.setattr(device_decode, "train_jpeg_clip", recorder("device_decode"))
     monkeypatch.setattr(raw, "_open_with_base", lambda entry, frames: (None, [0]))
     monkeypatch.setattr(raw, "train_clip", recorder("raw"))
-    shard_samples = [{"frames_jpeg": [], "label": 0, "meta": {}} for _ in range(2)]
-    raw_items = [{"entry": SimpleNamespace(path="video.mp4", label=0)} for _ in range(2)]
-    stage_args = dict(settings=settings, seed=4, epoch=2, rank=3, world_size=4)
-    list(clips.to_train_clips(iter(shard_samples), **stage_args))
-    list(device_decode.to_train_jpeg_clips(iter(shard_samples), **stage_args))
-    list(raw.raw_to_train_clips(iter(raw_items), **stage_args))
-    expected = seeded_rng(4, 2, 7, "augment")  # slot 7 = rank 3 x 2 workers + worker 1
-    assert draws["clips"] == [[expected.random() for _ in range(3)] for _ in range(2)]
-    assert draws["device_decode"] == draws["raw"] == draws["clips"]
+    shard_samples = [{"frames_jpeg": [], "label": 0, "meta": {}, "__index__": 3, "__position__": p} for p in (5, 9)]
+    for worker, workers in ((0, 1), (1, 2)):  # whichever worker builds them
+        as_worker(worker, workers)
+        list(clips.to_train_clips(iter(shard_samples), settings=settings, seed=4, epoch=2))
+        list(device_decode.to_train_jpeg_clips(iter(shard_samples), settings=settings, seed=4, epoch=2))
+    expected = [[rng.random() for _ in range(3)] for rng in (sample_rng(4, 2, 5), sample_rng(4, 2, 9))]
+    assert draws["clips"] == draws["device_decode"] == expected + expected
+    assert sample_rng(4, 2, 5).getstate() == seeded_rng(4, 2, 5, "clip").getstate()
+    assert sample_rng(4, 3, 5).random() != sample_rng(4, 2, 5).random() != sample_rng(4, 2, 6).random()
 
+    # the raw-video loader keeps its per-slot stream (slot 7 = rank 3 x 2 workers + worker 1)
+    raw_items = [{"entry": SimpleNamespace(path="video.mp4", label=0)} for _ in range(2)]
+    list(raw.raw_to_train_clips(iter(raw_items), settings=settings, seed=4, epoch=2, rank=3, world_size=4))
+    expected_raw = seeded_rng(4, 2, 7, "augment")
+    assert draws["raw"] == [[expected_raw.random() for _ in range(3)] for _ in range(2)]

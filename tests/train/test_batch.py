@@ -109,3 +109,22 @@ def test_a_resume_at_another_world_size_keeps_the_clips_seen_in_the_epoch():
     assert micro_batches_to_skip(4, 0, 2, one_process) == 8
     # a position inside an optimizer step (another global batch) goes back to the step's start
     assert micro_batches_to_skip(3, 4, 1, BatchPlan(micro_batch=4, grad_accum=2, dims=ParallelDims(1))) == 2
+
+
+def test_a_resume_continues_with_the_next_global_batch_at_any_topology():
+    from types import SimpleNamespace
+
+    from vidprism_ds.train.batch import resume_micro_batch
+
+    def saved(done, world_size=2, micro_batch=4, global_batch=16, batches_in_epoch=0):
+        return SimpleNamespace(global_batches_in_epoch=done, world_size=world_size, tp_size=1, ep_size=1,
+                               micro_batch=micro_batch, global_batch=global_batch, batches_in_epoch=batches_in_epoch)
+
+    # global batch 16: 3 done -> this run's micro-batch 3 x grad_accum, whatever the world size
+    assert resume_micro_batch(saved(3), BatchPlan(4, 4, ParallelDims(1))) == 12
+    assert resume_micro_batch(saved(3), BatchPlan(4, 1, ParallelDims(4))) == 3
+    assert resume_micro_batch(saved(3), BatchPlan(2, 2, ParallelDims(8, tp_size=2))) == 6  # 4 data-parallel ranks
+    # another global batch (32): 48 clips seen, rounded down to 1 whole global batch of 32
+    assert resume_micro_batch(saved(3), BatchPlan(4, 4, ParallelDims(2))) == 4
+    # a tag written before the position was recorded: the clips seen (micro_batches_to_skip)
+    assert resume_micro_batch(saved(-1, batches_in_epoch=6), BatchPlan(4, 4, ParallelDims(1))) == 12

@@ -37,8 +37,9 @@ def test_zero2_and_ep2_take_the_same_steps_as_plain_ep1(tiny_shards, tmp_path):
 
 @pytest.mark.slow
 def test_a_global_batch_trains_the_same_steps_on_one_process_as_on_two(tiny_shards, tmp_path):
-    """The real loader's order depends on the world size (each rank reads its own shard permutation), so
-    its epoch plan is compared, and the losses on batches that do not (tests.train.workers.GlobalBatchSlices)."""
+    """The epoch plan from the real loader, and the losses on random stand-in batches cut by rank
+    (tests.train.workers.GlobalBatchSlices: no decode cost). The real loader's global batches are the same
+    on every world size too: tests/train/test_topology_free.py trains on them."""
     def run(name, world_size, **extra):
         overrides = tiny_overrides(tiny_shards, tmp_path / name, model__variant="meanpool", model__loss__contrastive=0.0,
                                    train__global_batch=8, train__epochs=2, optim__lr=0.01, optim__eps=1e-4, **extra)

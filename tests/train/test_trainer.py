@@ -1,5 +1,7 @@
 """Trainer pieces that run without a process group (the multi-process runs: test_distributed_training.py)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -62,8 +64,8 @@ class _CountingLoader:
     def __len__(self):
         return self.batches
 
-    def set_epoch(self, epoch):
-        pass
+    def set_epoch(self, epoch, start_batch=0):
+        assert start_batch == 0
 
     def __iter__(self):
         for _ in range(self.batches):
@@ -90,7 +92,7 @@ def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     trainer.train_loader = _CountingLoader(8)
     trainer.batches_per_epoch = trainer.batch.steps_per_epoch(8) * 3
     trainer.epoch_damage = EpochDamage(16)
-    trainer.train_step = lambda batch: (None, None)
+    trainer.train_step = lambda batch: (None, SimpleNamespace(terms={}, total=torch.zeros(())))
     steps = []
     trainer.after_step = lambda state, output, losses: steps.append((state.step, state.batches_in_epoch))
     state = LoopState(result=RunResult(), stop=None, on_step=None)
@@ -170,3 +172,34 @@ def test_each_epoch_s_damaged_samples_are_in_its_last_step_s_history_entry_and_m
     assert logged == [(4, {"damaged_samples": 4}), (8, {"damaged_samples": 4})]
     lines = (tmp_path / "train_history.jsonl").read_text().splitlines()
     assert len(lines) == 8 and '"damaged_samples": 4' in lines[3]
+
+
+def test_a_step_s_logged_loss_is_the_mean_of_its_micro_batches(tmp_path):
+    """grad_accum 2: the history holds each optimizer step's mean over its 2 micro-batches (on several
+    processes, then over the data-parallel ranks: tests/train/test_topology_free.py), not the last one's."""
+    from vidprism_ds.parallel.dims import ParallelDims
+    from vidprism_ds.train.batch import BatchPlan
+    from vidprism_ds.train.loop_state import LoopState, RunResult
+    from vidprism_ds.train.reporting import Reporter
+    from vidprism_ds.train.trainer import Trainer
+
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", "logging.wandb_mode=disabled",
+                             "logging.log_every_steps=100", "train.stop_check_every=100"])
+    trainer = Trainer.__new__(Trainer)  # the loop and after_step: no model, engine or process group
+    trainer.cfg, trainer.batch, trainer.world_size, trainer.engine = cfg, BatchPlan(2, 2, ParallelDims(1)), 1, _Engine()
+    trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(dp_group=None)
+    trainer.train_loader, trainer.batches_per_epoch = _CountingLoader(4), 4
+    trainer.epoch_damage = EpochDamage(16)
+    trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
+    trainer.reporter = Reporter(cfg.logging, tmp_path, 0, {}, "run")
+    values = iter([1.0, 3.0, 5.0, 11.0])
+
+    def train_step(batch):
+        value = torch.tensor(next(values))
+        return None, SimpleNamespace(terms={"ce": value * 2}, total=value)
+
+    trainer.train_step = train_step
+    state = LoopState(result=RunResult(), stop=None, on_step=None)
+    assert trainer._train_epoch(state, skip=0) is None
+    trainer._flush_history(state)
+    assert [(h["step"], h["total"], h["ce"]) for h in state.result.history] == [(1, 2.0, 4.0), (2, 8.0, 16.0)]

@@ -25,8 +25,8 @@ class _Prefetched:
     def __iter__(self):
         return iter(self.batches)
 
-    def set_epoch(self, epoch):
-        pass
+    def set_epoch(self, epoch, start_batch=0):
+        assert start_batch == 0, "prefetched batches cannot start part-way"
 
 
 def count_host_syncs(overrides: list[str], ds_config_path: str) -> dict:
@@ -61,12 +61,12 @@ def count_host_syncs(overrides: list[str], ds_config_path: str) -> dict:
 
 
 class GlobalBatchSlices:
-    """A stand-in training loader whose global batches do not depend on the world size (the real loader's
-    order does: each rank reads its own shard permutation). Global batch ``i`` of an epoch is drawn from a
-    generator seeded with (epoch, i) and cut into micro-batches; rank ``r`` of ``w`` with accumulation ``a``
-    trains micro-batch ``(a - 1 - k) * w + r`` as its ``k``-th. The reversed order puts micro-batch 0, the
-    one 1 process trains last, on rank 0 of 2 processes: the loss a step's history entry records (rank 0's
-    last micro-batch) is then of the same clips on both."""
+    """A stand-in training loader of random clips (no decode cost) whose global batches do not depend on the
+    world size, as the real loader's do not. Global batch ``i`` of an epoch is drawn from a generator seeded
+    with (epoch, i) and cut into micro-batches; rank ``r`` of ``w`` with accumulation ``a`` trains
+    micro-batch ``(a - 1 - k) * w + r`` as its ``k``-th (any assignment gives the same step: its logged
+    loss is the global batch's mean). ``set_epoch(e, start_batch)`` starts at a whole step, as the real
+    loader does on a resume."""
 
     def __init__(self, batches_per_rank: int, micro_batch: int, grad_accum: int, rank: int, world_size: int,
                  frames: int, image_size: int, num_classes: int):
@@ -74,20 +74,21 @@ class GlobalBatchSlices:
         self.rank, self.world_size = rank, world_size
         self.shape = (frames, 3, image_size, image_size)
         self.num_classes = num_classes
-        self.epoch = 0
+        self.epoch, self.start_batch = 0, 0
         self.served = 0  # micro-batches handed out, over all epochs
 
     def __len__(self):
         return self.batches_per_rank
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, start_batch=0):
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self):
         import torch
 
         global_batch = self.micro_batch * self.grad_accum * self.world_size
-        for step in range(self.batches_per_rank // self.grad_accum):
+        # a resume starts at a whole step (the trainer's start_batch is a multiple of grad_accum)
+        for step in range(self.start_batch // self.grad_accum, self.batches_per_rank // self.grad_accum):
             generator = torch.Generator().manual_seed(1000 * self.epoch + step)
             frames = torch.randint(0, 256, (global_batch, *self.shape), dtype=torch.uint8, generator=generator)
             labels = torch.randint(0, self.num_classes, (global_batch,), generator=generator)
@@ -211,3 +212,36 @@ def resave_same_step_killed(root: str) -> dict:
     meta = choose_resume_tag(manager.root, print)
     return {"tags_after_kill": sorted(p.name for p in manager.root.iterdir() if p.name.startswith("step_")),
             "verified_step": meta.step if meta else None, "batches_in_epoch": meta.batches_in_epoch if meta else None}
+
+
+def train_recording_batches(overrides: list[str], ds_config_path: str) -> dict:
+    """The Trainer on the real shard loader, recording the manifest indices of every micro-batch it trains
+    (in order) and of every sample the loader opened in this process (with data.num_workers=0, all of
+    them: ``ShardReader.sample`` is where a sample is first read)."""
+    from vidprism_ds.data.train_source import ShardReader
+    from vidprism_ds.train.trainer import Trainer
+
+    opened = []
+    open_sample = ShardReader.sample
+
+    def recording_sample(self, index):
+        opened.append(index)
+        return open_sample(self, index)
+
+    ShardReader.sample = recording_sample
+    try:
+        trainer = Trainer(load_config(None, overrides), read_ds_config(ds_config_path))
+        trained, train_step = [], trainer.train_step
+
+        def recording_step(batch):
+            trained.append(batch["index"].tolist())
+            return train_step(batch)
+
+        trainer.train_step = recording_step
+        result = trainer.fit()
+        trainer.reporter.finish()
+    finally:
+        ShardReader.sample = open_sample
+    return {"losses": [h["total"] for h in result.history], "steps": [h["step"] for h in result.history],
+            "micro_batches": trained, "opened": opened, "grad_accum": trainer.batch.grad_accum,
+            "resumed_from": result.resumed_from, "damaged": [h.get("damaged_samples") for h in result.history]}

@@ -141,7 +141,13 @@ class DataConfig:
     # random-resized-crop area range
     crop_scale_min: float = 0.4
     num_workers: int = 2
+    # Not used since the global training order (docs/data.md#the-global-training-order); kept so that
+    # configs that set it still load.
     shuffle_buffer: int = 256
+    # Shards per shuffle block of the global training order: the samples of this many shards (consecutive
+    # in the epoch's shard permutation) are shuffled together. Larger mixes more, and reads from more
+    # files at a time (docs/data.md#the-global-training-order).
+    shuffle_block_shards: int = 8
     # Multi-view evaluation: temporal clips x spatial crops per video.
     test_clips: int = 1
     test_crops: int = 1

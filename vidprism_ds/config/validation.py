@@ -240,6 +240,8 @@ def _validate_data(data: DataConfig, backbone: BackboneConfig) -> None:
              "dataset 'custom' needs an explicit true or false: true only if no class changes when the video "
              "is mirrored (no left/right or clockwise classes)")
     _require(data.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0 (0 or 1 = no shuffling)")
+    _require(data.shuffle_block_shards >= 1, "data.shuffle_block_shards",
+             f"must be >= 1 (shards per shuffle block), got {data.shuffle_block_shards}")
     _require(data.list_format in LIST_FORMATS, "data.list_format", f"{data.list_format!r} is not one of {list(LIST_FORMATS)}")
     _require(data.eval_chunk_mib >= 1, "data.eval_chunk_mib", "must be >= 1")
     _require(data.max_bad_samples >= 0, "data.max_bad_samples", "must be >= 0 (0 = stop at the first damaged sample)")

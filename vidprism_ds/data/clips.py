@@ -14,7 +14,7 @@ from vidprism_ds.data.damage import DAMAGED, LOST, DamageLog, is_damaged
 from vidprism_ds.data.jpeg import decode_jpegs
 from vidprism_ds.data.sample_filters import map_undamaged
 from vidprism_ds.data.sampling import ClipSource, eval_frame_picks, train_frame_picks
-from vidprism_ds.data.seeding import clip_rng
+from vidprism_ds.data.seeding import sample_rng
 from vidprism_ds.data.transforms import apply_clip_augmentation, draw_clip_augmentation, eval_views
 
 
@@ -40,15 +40,20 @@ def eval_clip_views(source: ClipSource, settings: EvalClipSettings, load) -> tup
     return torch.cat([eval_views(clip, settings.image_size, settings.crops) for clip in clips], dim=0), per_clip_picks
 
 
-def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
-                   world_size: int) -> Iterator[dict]:
-    rng = clip_rng(seed, epoch, rank, world_size)
+def sample_identity(sample: dict) -> dict:
+    """What a training clip keeps of its sample: the manifest index (``index`` in the batch), shard and key
+    (to name it in a warning)."""
+    return {"index": sample["__index__"], "__key__": sample.get("__key__"), "__url__": sample.get("__url__")}
 
+
+def to_train_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int) -> Iterator[dict]:
+    """Clips decoded in the worker; each draws from its own ``sample_rng`` (keyed by ``__position__``)."""
     def clip(sample: dict) -> dict:
         jpegs, source = sample["frames_jpeg"], sample_clip_source(sample)
+        rng = sample_rng(seed, epoch, sample["__position__"])
         frames, picks = train_clip(source, settings, rng, lambda picks: decode_jpegs(jpegs, picks))
         times = {"frame_times": clip_times(source, [picks])[0]} if uses_frame_times(settings) else {}
-        return {"frames": frames, "label": sample["label"], **times}
+        return {"frames": frames, "label": sample["label"], **sample_identity(sample), **times}
 
     yield from map_undamaged(samples, clip)
 

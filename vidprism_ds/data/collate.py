@@ -23,6 +23,8 @@ def collate_train(samples: list[dict]) -> dict[str, torch.Tensor]:
     # default_collate stacks straight into shared memory inside a worker: no extra copy on the way out
     return {"frames": default_collate([s["frames"] for s in samples]),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+            # each clip's manifest index (-1 where unknown): which samples a batch holds, for tests and logs
+            "index": torch.tensor([s.get("index", -1) for s in samples], dtype=torch.int64),
             "damaged": damaged_count(samples), **collate_frame_times(samples)}
 
 

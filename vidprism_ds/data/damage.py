@@ -6,8 +6,10 @@ replaces the sample by a *damage marker* (``damage_marker``: shard, key, global 
 it on; every later stage passes markers through untouched, and one stage at the end of the pipeline
 hands them to the epoch's ``DamageLog``:
 
-- training (``skip_damaged``) drops them *before* ``sample_filters.take_worker_share``, so every worker still
-  gives its fixed number of full batches and no rank waits on another;
+- training from shards (``train_source.replace_damaged``) replaces each by the first usable sample after it
+  in its shuffle block, so the global order and every batch stay the same on every topology; the
+  raw-video loader (``skip_damaged``) drops them *before* ``sample_filters.take_worker_share``, so every
+  worker still gives its fixed number of full batches and no rank waits on another;
 - evaluation (``invalidate_damaged``) turns each into an invalid sample (``valid`` False, label 0, the
   sample's own index): the worker's sample count, hence every rank's batch count, stays what the plan
   says, and the metrics leave the sample out (the warning says so).
@@ -40,8 +42,11 @@ class TooManyDamagedSamples(RuntimeError):
 
 
 def damage_marker(sample: dict, reason: str, lost: int = 1) -> dict:
-    return {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
-            "__index__": sample.get("__index__", -1), DAMAGE: reason, LOST: lost}
+    marker = {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
+              "__index__": sample.get("__index__", -1), DAMAGE: reason, LOST: lost}
+    if "__position__" in sample:  # training: the epoch position the replacement fills
+        marker["__position__"] = sample["__position__"]
+    return marker
 
 
 def is_damaged(sample: dict) -> bool:
@@ -64,10 +69,11 @@ class DamageLog:
     action: str = ""
     where: str = "on one loader worker"
 
-    def record(self, marker: dict) -> None:
+    def record(self, marker: dict, action: str = "") -> None:
+        """Log and count one marker; ``action`` says what became of it (default: this log's)."""
         self.count += marker.get(LOST, 1)
-        action = self.action or ("skipped" if self.purpose == "training"
-                                 else "counted as invalid (left out of the metrics)")
+        action = action or self.action or ("skipped" if self.purpose == "training"
+                                           else "counted as invalid (left out of the metrics)")
         logger.warning("%s: damaged sample %s: %s [%d this epoch %s, data.max_bad_samples=%d]",
                        self.purpose, action, describe(marker), self.count, self.where, self.limit)
         if self.count > self.limit:

@@ -42,12 +42,13 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidprism_ds.data.clip_settings import (TrainClipSettings, clip_times, sample_clip_source, sampling_of,
                                             uses_frame_times)
+from vidprism_ds.data.clips import sample_identity
 from vidprism_ds.data.collate import collate_frame_times, damaged_count
 from vidprism_ds.data.damage import DamageLog, DamagedSample, TooManyDamagedSamples, damage_marker, describe
 from vidprism_ds.data.jpeg import check_jpeg_markers, decoder_message, read_member
 from vidprism_ds.data.sample_filters import map_undamaged
 from vidprism_ds.data.sampling import train_frame_picks
-from vidprism_ds.data.seeding import clip_rng
+from vidprism_ds.data.seeding import sample_rng
 from vidprism_ds.data.transforms import ClipAugmentation, draw_clip_augmentation, to_grayscale
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def train_jpeg_clip(sample: dict, settings: TrainClipSettings, rng: random.Rando
     aug = draw_clip_augmentation(width, height, rng, settings.crop_scale_min, settings.flip, settings.grayscale_prob)
     times = {"frame_times": clip_times(source, [picks])[0]} if uses_frame_times(settings) else {}
     return {"jpegs": picked_jpeg_bytes(jpegs, picks), "augment": augment_row(aug), "label": sample["label"],
-            "key": f"{sample.get('__url__')}:{sample.get('__key__')}", **times}
+            "key": f"{sample.get('__url__')}:{sample.get('__key__')}", **sample_identity(sample), **times}
 
 
 def _frame_size(meta: dict) -> tuple[int, int]:
@@ -104,14 +105,14 @@ def collate_jpeg_clips(samples: list[dict]) -> dict:
             "augment": torch.tensor([s["augment"] for s in samples], dtype=torch.float64),
             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
             "keys": [s.get("key", "?") for s in samples], "damaged": damaged_count(samples),
+            "index": torch.tensor([s.get("index", -1) for s in samples], dtype=torch.int64),
             **collate_frame_times(samples)}
 
 
-def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int, rank: int,
-                        world_size: int) -> Iterator[dict]:
-    """The pipeline stage that replaces ``clips.to_train_clips`` (the same ``clip_rng`` stream, no decode)."""
-    rng = clip_rng(seed, epoch, rank, world_size)
-    yield from map_undamaged(samples, lambda sample: train_jpeg_clip(sample, settings, rng))
+def to_train_jpeg_clips(samples: Iterator[dict], settings: TrainClipSettings, seed: int, epoch: int) -> Iterator[dict]:
+    """The pipeline stage that replaces ``clips.to_train_clips`` (the same per-sample ``sample_rng``, no decode)."""
+    yield from map_undamaged(samples, lambda sample: train_jpeg_clip(
+        sample, settings, sample_rng(seed, epoch, sample["__position__"])))
 
 
 def crop_resize_float(frames_t3hw: torch.Tensor, box: Sequence[float], size: int) -> torch.Tensor:

@@ -24,23 +24,36 @@ class EpochLoader:
     batch into page-locked memory, so the host-to-device copy is asynchronous and overlaps compute.
     """
 
-    def __init__(self, make_pipeline: Callable[[int], IterableDataset], batches_per_epoch: int, num_workers: int,
-                 num_samples: int):
+    def __init__(self, make_pipeline: Callable[..., IterableDataset], batches_per_epoch: int, num_workers: int,
+                 num_samples: int, starts_anywhere: bool = False):
         self._make_pipeline = make_pipeline
         self.batches_per_epoch = batches_per_epoch
         self.num_workers = num_workers
         self.num_samples = num_samples  # samples (videos) in the whole dataset, over all ranks
         self.epoch = 0
+        self.start_batch = 0
+        # whether ``make_pipeline(epoch, start_batch)`` can begin an epoch at any of its batches (the
+        # global training order reads samples where they lie; the other loaders only stream)
+        self.starts_anywhere = starts_anywhere
         self.pin_memory = False
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The next iteration is epoch ``epoch`` from this rank's batch ``start_batch`` on (a resume): the
+        batches before it are neither read nor decoded."""
+        if start_batch and not self.starts_anywhere:
+            raise ValueError("this loader cannot start an epoch part-way (only the shard training loader can)")
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise ValueError(f"start batch {start_batch} is outside the epoch's {self.batches_per_epoch} batches")
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
+        """Batches of a whole epoch (an iteration from ``start_batch`` gives the ones from there on)."""
         return self.batches_per_epoch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        loader = DataLoader(self._make_pipeline(self.epoch), batch_size=None, num_workers=self.num_workers,
+        pipeline = (self._make_pipeline(self.epoch, self.start_batch) if self.starts_anywhere
+                    else self._make_pipeline(self.epoch))
+        loader = DataLoader(pipeline, batch_size=None, num_workers=self.num_workers,
                             persistent_workers=False, prefetch_factor=2 if self.num_workers > 0 else None,
                             pin_memory=self.pin_memory)
         yield from loader
@@ -54,7 +67,8 @@ def check_rank(rank: int, world_size: int, batch_size: int) -> None:
 
 
 def train_batches_per_rank(num_samples: int, micro_batch: int, world_size: int) -> int:
-    """Epoch length from the manifest: one pass over the data, rounded down to whole global batches."""
+    """The raw-video loader's epoch length: one pass over the data, rounded down to whole batches of all
+    ranks (the shard loader's is ``global_order.RankSlices.batches_per_epoch``)."""
     return max(1, num_samples // (micro_batch * world_size))
 
 

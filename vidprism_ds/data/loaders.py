@@ -6,13 +6,14 @@ Each ``build_*`` returns an ``EpochLoader``: iterate it for one epoch of batches
 number of batches this rank gets per epoch (the same on every rank), ``set_epoch(e)`` reseeds shard
 order, sample shuffling and augmentation for epoch e.
 
-Training (``build_train_loader``): endless shard order (round r a permutation of all shards seeded by
-(seed, epoch, r), split by (rank, worker) slot; no resampling, so within a round every shard is read
-once) -> lazy tar samples (``tar_reader``: headers now, frame bytes only when picked) -> shuffle buffer
--> safe members -> ``data.clip_sampling``'s frame picks + clip-consistent augmentation -> damaged
-samples skipped -> this worker's share of a fixed number of batches -> full batches. Batches per rank
-per epoch = max(1, manifest samples // (world_size x micro_batch)), so no rank waits on another at the
-end of an epoch.
+Training (``build_train_loader``): the global order (``global_order``: shards permuted, samples shuffled
+within blocks of ``data.shuffle_block_shards`` shards, seeded by (seed, epoch)) cut into global batches of
+``train.global_batch`` clips; this rank's micro-batch slices of each, split among its workers ->
+each position's sample read where it lies (``train_source``, through the shard's member index) -> safe
+members -> ``data.clip_sampling``'s frame picks + clip-consistent augmentation drawn from the sample's
+own stream (seed, epoch, position) -> a damaged sample replaced by the next usable one of its block ->
+full batches. Micro-batches per rank per epoch = max(1, samples // global batch) x grad_accum, the same
+on every rank; the same global batches on every world size and worker count.
 
 Evaluation (``build_eval_loader``): the manifest's global sample order is cut into world_size x workers
 contiguous ranges (one per rank and worker); each reads only the shards its range touches, so every
@@ -25,7 +26,7 @@ manifest.json (present, JSON, the keys the loaders need), every shard it lists w
 list (data.labels or the preset's) against the classes the manifest records, and the manifest's class
 count against ``num_classes``, and the manifest's burst settings against ``data.clip_sampling`` (dense
 and multirate need multi-rate shards: the error says how to re-shard). While reading, a damaged sample (``vidprism_ds.data.damage``: truncated
-tar, corrupt JPEG, unparseable json/cls, label outside ``[0, num_classes)``) is skipped in training and
+tar, corrupt JPEG, unparseable json/cls, label outside ``[0, num_classes)``) is replaced in training and
 an invalid sample (``valid`` False, its own index) in evaluation, with a warning naming shard and key;
 more than ``data.max_bad_samples`` in one epoch on one worker stops with ``TooManyDamagedSamples``.
 """
@@ -33,6 +34,7 @@ more than ``data.max_bad_samples`` in one epoch on one worker stops with ``TooMa
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -42,16 +44,21 @@ from vidprism_ds.data import device_decode
 from vidprism_ds.data.clip_settings import EvalClipSettings, TrainClipSettings, config_clip_sampling
 from vidprism_ds.data.clips import invalidate_damaged, pad_to, to_eval_views, to_train_clips
 from vidprism_ds.data.collate import collate_eval, collate_train
-from vidprism_ds.data.damage import DamageLog, skip_damaged
-from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan, train_batches_per_rank
+from vidprism_ds.data.damage import DamageLog
+from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan
+from vidprism_ds.data.global_order import RankSlices, TrainOrder
 from vidprism_ds.data.manifest import (ShardManifest, check_classes, check_clip_sampling, check_shard_files,
                                        load_manifest)
 from vidprism_ds.data.presets import CUSTOM, get_preset, load_class_names
-from vidprism_ds.data.sample_filters import keep_safe_members, shuffle_buffer, take_worker_share
-from vidprism_ds.data.shard_source import endless_permutations, eval_sample_source, read_shards
+from vidprism_ds.data.sample_filters import keep_safe_members
+from vidprism_ds.data.shard_index import index_path
+from vidprism_ds.data.shard_source import eval_sample_source
+from vidprism_ds.data.train_source import EpochSamples, ShardReader, clips_at_positions, rank_positions, replace_damaged
 
 if TYPE_CHECKING:
     from vidprism_ds.config.schema import DataConfig
+
+logger = logging.getLogger(__name__)
 
 
 def eval_batch_videos(cfg: DataConfig, micro_batch: int) -> int:
@@ -129,38 +136,51 @@ def check_shards_at_start(data_cfg: DataConfig, num_classes: Optional[int] = Non
 # ---------------------------------------------------------------------------------------------- shards
 
 
-def train_pipeline(shards: list[tuple[str, int]], cfg: DataConfig, micro_batch: int, rank: int, world_size: int,
-                   seed: int, batches_per_rank: int, num_classes: Optional[int], epoch: int) -> wds.DataPipeline:
+def train_pipeline(shards: list[tuple[str, int]], cfg: DataConfig, slices: RankSlices, order: TrainOrder,
+                   num_classes: Optional[int], epoch: int, start_batch: int = 0) -> wds.DataPipeline:
     # data.decode_device=cuda: the same picks and augmentation draws, but the JPEG bytes travel and the
     # training process decodes them on the GPU (vidprism_ds.data.device_decode)
     on_device = cfg.decode_device == "cuda"
     to_clips = device_decode.to_train_jpeg_clips if on_device else to_train_clips
     collate = device_decode.collate_jpeg_clips if on_device else collate_train
-    return wds.DataPipeline(
-        functools.partial(endless_permutations, shards, seed, epoch, rank, world_size),
-        read_shards,
-        functools.partial(shuffle_buffer, bufsize=cfg.shuffle_buffer, seed=seed, epoch=epoch, rank=rank,
-                          world_size=world_size),
+    source = EpochSamples(order, epoch, ShardReader(shards, cached_shards=max(32, 2 * cfg.shuffle_block_shards)))
+    # what makes one position's sample a clip (also run on a damaged sample's stand-in)
+    sample_stages = [
         functools.partial(keep_safe_members, num_classes=num_classes),
-        functools.partial(to_clips, settings=TrainClipSettings.from_config(cfg), seed=seed, epoch=epoch, rank=rank,
-                          world_size=world_size),
-        # a sample can turn out damaged only once its frames are read (above): the worker's share is
-        # counted after it is dropped, so a damaged sample never costs a batch (the source is endless)
-        functools.partial(skip_damaged, damage=DamageLog(cfg.max_bad_samples, "training")),
-        functools.partial(take_worker_share, batches_per_rank=batches_per_rank, batch_size=micro_batch),
-        wds.batched(micro_batch, collation_fn=collate, partial=False),
+        functools.partial(to_clips, settings=TrainClipSettings.from_config(cfg), seed=order.seed, epoch=epoch),
+    ]
+    return wds.DataPipeline(
+        functools.partial(rank_positions, slices, order, start_batch),
+        functools.partial(clips_at_positions, source=source, stages=sample_stages),
+        functools.partial(replace_damaged, source=source, stages=sample_stages,
+                          damage=DamageLog(cfg.max_bad_samples, "training")),
+        wds.batched(slices.micro_batch, collation_fn=collate, partial=False),
     )
+
+
+def _warn_unindexed(manifest: ShardManifest) -> None:
+    missing = [s.path for s in manifest.shards if s.samples > 0 and not index_path(s.path).is_file()]
+    if missing:
+        logger.warning("%d of %d shards in %s have no member index (the first: %s): every loader worker reads "
+                       "their headers once per epoch; write the indexes once with python data_prep/index_shards.py "
+                       "%s", len(missing), len(manifest.shards), manifest.shard_dir, missing[0], manifest.shard_dir)
 
 
 def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], micro_batch: int, rank: int = 0,
                        world_size: int = 1, seed: int = 0, num_classes: Optional[int] = None,
-                       class_names: Optional[Sequence[str]] = None) -> EpochLoader:
-    """Training batches {"frames": (B, T, 3, S, S) uint8, "labels": (B,) int64} from ``shard_dir``
-    (default ``data_cfg.train_shards``), plus "frame_times": (B, T) float32 seconds from the video's start
-    with ``data.clip_sampling`` dense or multirate; with ``data.decode_device=cuda`` JPEG batches instead
-    (``vidprism_ds.data.device_decode``: ``decode_clips`` turns them into the same frames on the GPU).
+                       class_names: Optional[Sequence[str]] = None, global_batch: Optional[int] = None) -> EpochLoader:
+    """Training batches {"frames": (B, T, 3, S, S) uint8, "labels": (B,) int64, "index": (B,) int64 (each
+    clip's manifest index)} from ``shard_dir`` (default ``data_cfg.train_shards``), plus "frame_times":
+    (B, T) float32 seconds from the video's start with ``data.clip_sampling`` dense or multirate; with
+    ``data.decode_device=cuda`` JPEG batches instead (``vidprism_ds.data.device_decode``: ``decode_clips``
+    turns them into the same frames on the GPU).
 
-    ``num_classes``: the model's class count; a sample whose label is outside it is skipped as damaged
+    The batches are this data-parallel rank's (``rank`` of ``world_size``) micro-batch slices of the global
+    order's global batches of ``global_batch`` clips (default: micro_batch x world_size), in the order the
+    rank trains them (``global_order``): the same global batches on every world size.
+    ``set_epoch(e, start_batch)`` starts an epoch at any of the rank's batches.
+
+    ``num_classes``: the model's class count; a sample whose label is outside it is damaged and replaced
     (default: the manifest's ``num_classes``). ``class_names``: the list the manifest's ``classes`` must
     equal (default: data.labels, else the preset's list)."""
     check_rank(rank, world_size, micro_batch)
@@ -169,10 +189,13 @@ def build_train_loader(data_cfg: DataConfig, shard_dir: Optional[str | Path], mi
     shards = [(s.path, s.samples) for s in manifest.shards if s.samples > 0]
     if not shards:
         raise ValueError(f"{manifest.path}: lists no samples")
-    batches = train_batches_per_rank(manifest.num_samples, micro_batch, world_size)
-    make = functools.partial(train_pipeline, shards, data_cfg, micro_batch, rank, world_size, seed, batches,
-                             label_limit)
-    return EpochLoader(make, batches, data_cfg.num_workers, manifest.num_samples)
+    _warn_unindexed(manifest)
+    order = TrainOrder(tuple(n for _, n in shards), seed, data_cfg.shuffle_block_shards,
+                       global_batch or micro_batch * world_size)
+    slices = RankSlices(order.global_batch, micro_batch, rank, world_size)
+    make = functools.partial(train_pipeline, shards, data_cfg, slices, order, label_limit)
+    return EpochLoader(make, slices.batches_per_epoch(order), data_cfg.num_workers, manifest.num_samples,
+                       starts_anywhere=True)
 
 
 def eval_pipeline(shard_sizes: list[tuple[str, int]], cfg: DataConfig, batch_size: int, rank: int, world_size: int,

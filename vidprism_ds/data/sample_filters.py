@@ -1,6 +1,7 @@
 """Sample stages between the source and the clips: the damage-aware loop every such stage runs, the
-shuffle buffer, the safe-member filter (frame JPEGs, ``json``, ``cls``), and this worker's share of the
-rank's batches."""
+safe-member filter (frame JPEGs, ``json``, ``cls``), and this worker's share of the rank's batches (the
+raw-video loader's). The shuffle buffer is what the per-rank shard order used before the global order
+(``global_order``); ``bench/data.py --order`` still builds that order to compare the two."""
 
 from __future__ import annotations
 
@@ -60,9 +61,12 @@ def keep_safe_members(samples: Iterator[dict], num_classes: Optional[int] = None
         frames = sorted(k for k in sample if FRAME_MEMBER.match(k))
         if not frames and "json" not in sample and "cls" not in sample:
             return None
-        return {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
+        kept = {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"),
                 "__index__": sample.get("__index__", -1), "frames_jpeg": [sample[k] for k in frames],
                 **_parse_json_and_cls(sample, bool(frames), num_classes)}
+        if "__position__" in sample:  # training: the epoch position its random draws are keyed by
+            kept["__position__"] = sample["__position__"]
+        return kept
 
     yield from map_undamaged(samples, safe_members)
 

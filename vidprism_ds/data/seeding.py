@@ -1,11 +1,14 @@
 """Slots and random streams of the pipeline stages.
 
-Randomness is seeded from (seed, epoch, slot[, purpose]) where *slot* = rank x workers + worker: a rank or
-worker never shares a stream with another, and a run is reproducible. The rank and world size come in as
-arguments; the worker id is read from ``torch.utils.data.get_worker_info`` inside the stage, i.e. in the
-worker process that runs it. ``slot_rng`` is that rule; ``clip_rng`` the stream a training clip's frame
-picks and augmentation are drawn from, the same in every path that builds training clips (``clips``,
-``device_decode``, ``raw``), so the same seed gives the same clips whichever decodes them.
+Training clips from shards draw from ``sample_rng``: a stream of their own, seeded by (seed, epoch, the
+sample's position in the epoch's global order, ``global_order``), so a sample gives the same frame picks,
+crop, flip and grayscale draws whichever rank and worker read it, and on either decode path (``clips``,
+``device_decode``).
+
+The raw-video training loader keeps per-slot streams: randomness seeded from (seed, epoch, slot[,
+purpose]) where *slot* = rank x workers + worker (``slot_rng``, ``clip_rng``). The rank and world size
+come in as arguments; the worker id is read from ``torch.utils.data.get_worker_info`` inside the stage,
+i.e. in the worker process that runs it.
 """
 
 from __future__ import annotations
@@ -47,10 +50,16 @@ def slot_rng(seed: int, epoch: int, rank: int, world_size: int, purpose: str) ->
 
 
 def clip_rng(seed: int, epoch: int, rank: int, world_size: int) -> random.Random:
-    """The stream training clips draw their frame picks and augmentation from (``sampling.train_frame_picks``
-    then ``transforms.draw_clip_augmentation``, clip after clip), whether the clips are decoded in the
-    worker, on the device or from raw videos."""
+    """The stream the raw-video loader's training clips draw their frame picks and augmentation from, clip
+    after clip (shard clips use ``sample_rng``)."""
     return slot_rng(seed, epoch, rank, world_size, "augment")
+
+
+def sample_rng(seed: int, epoch: int, position: int) -> random.Random:
+    """The stream one training clip from shards draws its frame picks and augmentation from
+    (``sampling.train_frame_picks`` then ``transforms.draw_clip_augmentation``): seeded by (seed, epoch,
+    its position in the epoch's global order), whatever rank, worker or decode device makes the clip."""
+    return seeded_rng(seed, epoch, position, "clip")
 
 
 def split_count(total: int, parts: int, part: int) -> int:

@@ -1,5 +1,7 @@
-"""Source stages: the endless training order over shards (or raw videos) split by (rank, worker) slot,
-and the evaluation's contiguous slot ranges of the global sample order."""
+"""Source stages: the evaluation's contiguous slot ranges of the global sample order, and the endless
+per-slot order the raw-video training loader reads its videos in (training from shards reads the global
+order instead: ``global_order``, ``train_source``; ``bench/data.py --order`` rebuilds the per-slot shard
+order it replaced from ``endless_permutations`` and ``read_shards`` for its comparison)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def permutation_rounds(items: Sequence[Any], seed: int, epoch: int) -> Iterator[
 
 
 def endless_permutations(items: Sequence[Any], seed: int, epoch: int, rank: int, world_size: int) -> Iterator[Any]:
-    """This slot's endless share of ``permutation_rounds`` (training shards and raw videos): slot s takes
+    """This slot's endless share of ``permutation_rounds`` (raw videos): slot s takes
     every count-th item starting at s. Every slot gets items even when there are fewer items than slots,
     and within an epoch the items are spread evenly over the slots.
 

@@ -7,7 +7,9 @@ bytes are read when the clip builder picks that frame. That reads about 8/64 of 
 buffer of 256 samples holds 256 small header lists instead of hundreds of megabytes of JPEG bytes.
 This is why the loaders do not use webdataset's reader: measured with ``bench/data.py``, streaming every
 member through ``tarfile_to_samples`` was part of the slower design (4.2x on-the-fly decoding at T = 8,
-against 5.3x now; docs/benchmarks.md, "Data").
+against 5.3x now; docs/benchmarks.md, "Data"). Evaluation streams its shard ranges with this reader;
+training reads each sample where it lies through the shard's member index instead (``train_source``,
+``shard_index``: no header is parsed on the way).
 
 Shards must therefore be seekable files (local disk or a network file system), not HTTP/S3 streams.
 A shard's file stays open while any of its samples is alive (it closes when they are garbage

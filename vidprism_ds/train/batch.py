@@ -8,12 +8,11 @@ the world size over ``parallel.tp_size``: the ranks of one tensor-parallel group
 on the same batch, every other rank reads its own data, expert parallelism included (it splits the
 experts, not the batch). Without tensor parallelism ``dp_size`` is the world size.
 
-Optimizer steps per epoch are the same on any world size: a rank's loader yields
-``num_samples // (micro_batch x dp_size)`` micro-batches an epoch (``data.loaders``, given the
-data-parallel rank and size), and
-``(n // (m x w)) // a == n // (m x w x a) == n // global_batch``. Micro-batches beyond the last whole
-optimizer step of an epoch are not trained on (they would otherwise be accumulated into the next epoch's
-first step).
+Optimizer steps per epoch are the same on any world size: the shard loader cuts the epoch's global order
+into ``max(1, num_samples // global_batch)`` global batches and gives each data-parallel rank its
+``grad_accum`` micro-batch slices of each (``data.global_order``), so an epoch is that many optimizer steps
+of the same clips on any topology. A checkpoint records its position as (epoch, global batches done in it):
+``resume_micro_batch`` turns that into this run's first micro-batch, whatever the world size.
 """
 
 from __future__ import annotations
@@ -101,6 +100,19 @@ def lr_scale(train: TrainConfig, global_batch: int) -> float:
         return 1.0
     ratio = global_batch / train.lr_base_batch
     return ratio if train.lr_scaling == "linear" else math.sqrt(ratio)
+
+
+def resume_micro_batch(meta, plan: BatchPlan) -> int:
+    """Where a resumed epoch starts, in this run's micro-batches on each rank: the next global batch after
+    the checkpoint's (``meta.global_batches_in_epoch``, at any topology). With another global batch than
+    the checkpoint's, the same clips of the epoch count as seen, rounded down to a whole global batch.
+    Tags written before the position was recorded (-1) fall back to ``micro_batches_to_skip``."""
+    done = getattr(meta, "global_batches_in_epoch", -1)
+    if done < 0:
+        saved_dp_size = ParallelDims(meta.world_size, meta.tp_size, meta.ep_size).dp_size
+        return micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, saved_dp_size, plan)
+    clips_done = done * (meta.global_batch or plan.global_batch)
+    return clips_done // plan.global_batch * plan.grad_accum
 
 
 def micro_batches_to_skip(batches_in_epoch: int, saved_micro_batch: int, saved_dp_size: int,

@@ -16,9 +16,11 @@ which tag it skipped and why (a node killed while the filesystem flushed, a bad 
 deleted before a newer one is complete, and saving the same step again (the epoch-end save after a
 ``save_every_steps`` save) only rewrites the metadata: the state is the same. Resuming at the same world
 size, ``ep_size`` and ``tp_size`` restores everything from DeepSpeed's own files (weights, optimizer,
-schedule, step, data position); at another topology (ZeRO partitions are laid out per rank) the weights
+schedule, step); at another topology (ZeRO partitions are laid out per rank) the weights
 come from the module and per-expert files and the optimizer state from ``optimizer/``, so training goes
-on as the original topology would have (tags written before ``optimizer/`` existed: fresh optimizer).
+on as the original topology would have (tags written before ``optimizer/`` existed: fresh optimizer). The
+data position (epoch, global batches done) is the same at every topology: the resumed run continues with
+the next global batch of the global order (``vidprism_ds.data.global_order``).
 Every checkpoint file is loaded without running code (``vidprism_ds.train.checkpoint_engine``).
 """
 
@@ -60,6 +62,9 @@ class CheckpointMeta:
     micro_batch: int = 0
     global_batch: int = 0
     tp_size: int = 1  # tensor-parallel size (1 in tags written before it was recorded)
+    # global batches of ``epoch`` trained (-1 in tags written before it was recorded): the data position a
+    # resume continues from at any topology (train.batch.resume_micro_batch)
+    global_batches_in_epoch: int = -1
 
 
 def same_topology(meta: CheckpointMeta, ctx: ParallelContext) -> bool:
@@ -158,13 +163,15 @@ class CheckpointManager:
         # after ``resume``: whether the optimizer state was restored (False: it starts fresh)
         self.optimizer_restored = False
 
-    def save(self, engine, step: int, epoch: int, batches_in_epoch: int) -> Path:
-        """Collective: every rank calls it."""
+    def save(self, engine, step: int, epoch: int, batches_in_epoch: int, global_batches_in_epoch: int = -1) -> Path:
+        """Collective: every rank calls it. The data position: ``epoch`` and the global batches of it
+        trained (``batches_in_epoch``: the same as this rank's micro-batches)."""
         tag = tag_for_step(step)
         tag_dir = self.root / tag
         meta = CheckpointMeta(tag=tag, step=step, epoch=epoch, batches_in_epoch=batches_in_epoch,
                               world_size=self.ctx.world_size, ep_size=self.ctx.ep_size, config=self.config,
-                              micro_batch=self.micro_batch, global_batch=self.global_batch, tp_size=self.ctx.tp_size)
+                              micro_batch=self.micro_batch, global_batch=self.global_batch, tp_size=self.ctx.tp_size,
+                              global_batches_in_epoch=global_batches_in_epoch)
         previous = read_meta(tag_dir)
         if previous is not None and same_topology(previous, self.ctx):
             # the same step saved again (epoch end after a save_every_steps save): same weights and

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from vidprism_ds.data.damage import DamageLog
 from vidprism_ds.train.signals import StopRequest
-from vidprism_ds.train.step_log import StepLossLog
+from vidprism_ds.train.step_log import GlobalBatchLoss, StepLossLog
 
 
 @dataclass
@@ -67,5 +67,6 @@ class LoopState:
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of the epoch consumed on this rank
     pending: StepLossLog = field(default_factory=StepLossLog)
+    step_loss: GlobalBatchLoss = field(default_factory=GlobalBatchLoss)  # the current step's micro-batches
     window_start: float = field(default_factory=time.perf_counter)  # throughput since the last logged step
     window_clips: int = 0

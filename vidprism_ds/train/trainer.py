@@ -33,7 +33,7 @@ from vidprism_ds.model.video_model import has_experts
 from vidprism_ds.parallel import ParallelContext, find_expert_head, init_expert_parallel, parallelize_model
 from vidprism_ds.parallel.dims import ParallelDims
 from vidprism_ds.train import checkpoint_engine, optim
-from vidprism_ds.train.batch import lr_scale, micro_batches_to_skip, plan_batch
+from vidprism_ds.train.batch import lr_scale, plan_batch, resume_micro_batch
 from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags, same_topology
 from vidprism_ds.train.compile import compile_enabled, compile_model, step_functions, use_compile_cache
 from vidprism_ds.train.distributed import init_distributed, rank_zero_first
@@ -120,8 +120,10 @@ class Trainer:
         cfg = self.cfg
         self.train_loader, self.epoch_damage = None, EpochDamage(cfg.data.max_bad_samples)
         if not cfg.train.eval_only:
+            # the global order's batches of train.global_batch clips, this data-parallel rank's slices of them
             self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.dp_rank,
-                                                   self.dp_size, seed=cfg.train.seed, num_classes=self.num_classes)
+                                                   self.dp_size, seed=cfg.train.seed, num_classes=self.num_classes,
+                                                   global_batch=self.batch.global_batch)
             self.train_loader.pin_memory = self.on_gpu
         self.steps_per_epoch = self.batch.steps_per_epoch(len(self.train_loader)) if self.train_loader else 0
         if self.train_loader is not None and not self.steps_per_epoch:
@@ -185,14 +187,12 @@ class Trainer:
         meta: Optional[CheckpointMeta] = self.checkpoints.resume(self.engine)
         if meta is None:
             return 0, 0, 0, None
-        skip = meta.batches_in_epoch
+        # the data position: the next global batch of the epoch, at any topology (batch.resume_micro_batch)
+        skip = resume_micro_batch(meta, self.batch)
         if not same_topology(meta, self.ctx):
-            # DeepSpeed's scheduler state is not loaded: the schedule continues from the step; the data
-            # position is scaled to the new world size (the same number of samples seen in this epoch).
+            # DeepSpeed's scheduler state is not loaded: the schedule continues from the step
             for _ in range(meta.step):
                 self.scheduler.step()
-            saved = ParallelDims(meta.world_size, meta.tp_size, meta.ep_size)
-            skip = micro_batches_to_skip(meta.batches_in_epoch, meta.micro_batch, saved.dp_size, self.batch)
             kept = ("weights and optimizer state (fp32 masters, Adam moments, step count)"
                     if self.checkpoints.optimizer_restored else
                     "weights (the tag has no consolidated optimizer state: it starts fresh)")
@@ -241,7 +241,8 @@ class Trainer:
     def _save(self, state: LoopState, epoch: int, batches_in_epoch: int) -> None:
         # the history file must hold every step up to the checkpoint: a resumed run continues after it
         self._flush_history(state)
-        self.checkpoints.save(self.engine, state.step, epoch, batches_in_epoch)
+        self.checkpoints.save(self.engine, state.step, epoch, batches_in_epoch,
+                              global_batches_in_epoch=batches_in_epoch // self.batch.grad_accum)
 
     def train_step(self, batch: dict):
         """One micro-batch: forward, backward, and DeepSpeed's step (the optimizer steps, and the schedule
@@ -274,7 +275,8 @@ class Trainer:
         agreement. Returns STOPPED or FINISHED to end the epoch's loop, None to carry on."""
         train = self.cfg.train
         lr = self.scheduler.get_last_lr()[-1]
-        terms = {**losses.terms, "total": losses.total}
+        # the step's global batch mean (every micro-batch of every data-parallel rank), not one micro-batch's
+        terms = state.step_loss.global_mean(self.dp_size, self.ctx.dp_group)
         if state.batches_in_epoch == self.batches_per_epoch or self._max_steps_reached(state.step):
             # the epoch's last step on every rank (equal batch counts): the sum is in lockstep, and read later
             terms["damaged_samples"] = self.epoch_damage.total(self.device, self.dp_size, self.ctx.dp_group)
@@ -299,14 +301,15 @@ class Trainer:
 
     def _train_epoch(self, state: LoopState, skip: int) -> Optional[str]:
         """The epoch ``state.epoch`` from micro-batch ``skip`` on; what ``after_step`` ended it with."""
-        self.train_loader.set_epoch(state.epoch)
+        # the loader starts at micro-batch ``skip``: the batches before it are neither read nor decoded
+        self.train_loader.set_epoch(state.epoch, start_batch=skip)
         self.engine.train()
         self.epoch_damage.start()
         state.window_start, state.window_clips = time.perf_counter(), 0
-        for batch_index, batch in enumerate(itertools.islice(self.train_loader, self.batches_per_epoch)):
-            if batch_index < skip:
-                continue
+        batches = itertools.islice(self.train_loader, self.batches_per_epoch - skip)
+        for batch_index, batch in enumerate(batches, start=skip):
             output, losses = self.train_step(batch)
+            state.step_loss.add({**losses.terms, "total": losses.total})
             self.epoch_damage.add(batch)  # after the step: device decode counts the clips it replaced
             state.window_clips += batch["labels"].shape[0] * self.dp_size
             state.batches_in_epoch = batch_index + 1

@@ -31,6 +31,7 @@ from vidprism_ds.data.prep.pool import IsolatedProcessPool, TaskOutcome
 from vidprism_ds.data.prep.writer import (REPORTS_DIR, AtomicShardWriter, read_report, remove_partials,
                                           shard_name, write_json_atomically)
 from vidprism_ds.data.sampling import FrameSettings
+from vidprism_ds.data.shard_index import ensure_index
 from vidprism_ds.data.video_lists import VideoEntry
 from vidprism_ds.utils.progress import progress_bar
 
@@ -202,6 +203,9 @@ def run_sharding(job: ShardJob, encode_fn: Callable[[EncodeTask], object] = enco
     bounds = [(k * job.shard_size, min(rows, (k + 1) * job.shard_size)) for k in range(num_shards)]
     reports = [read_report(job.out_dir, shard_name(job.prefix, k)) for k in range(num_shards)]
     todo = [k for k in range(num_shards) if reports[k] is None]
+    for k in range(num_shards):  # finished by a run before shards had indexes: index them now (headers only)
+        if reports[k] is not None:
+            ensure_index(job.out_dir / shard_name(job.prefix, k))
     summary = ShardRunSummary(rows=rows, shards=num_shards, shards_reused=num_shards - len(todo))
 
     row_of_task = [i for k in todo for i in range(*bounds[k]) if job.entries[i].problem is None]

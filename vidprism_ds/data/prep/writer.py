@@ -5,6 +5,9 @@ also written atomically) is put in place, and only then is the tar renamed to ``
 directory fsync'ed. A shard counts as finished when both its tar and its report exist, so a kill at any
 point leaves either a finished shard or nothing the next run will trust (stale partials are deleted).
 
+Each shard's member index (``NAME.idx.json``, ``vidprism_ds.data.shard_index``) is written from the
+offsets the tar writer assigned, before the rename: a shard under its final name always has its index.
+
 Tar headers are deterministic (mtime 0, uid/gid 0, mode 644), so the same samples give the same bytes.
 """
 
@@ -17,6 +20,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Optional
 
+from vidprism_ds.data.shard_index import group_members, write_index_file
 from vidprism_ds.utils.files import atomic_write_bytes, fsync_directory
 
 REPORTS_DIR = "reports"
@@ -71,6 +75,8 @@ class AtomicShardWriter:
         self._file = open(self.partial_path, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self.samples = 0
+        # where each member's data lies, for the shard's index (vidprism_ds.data.shard_index)
+        self.members: list[tuple[str, int, int]] = []
 
     def add_sample(self, key: str, members: dict[str, bytes]) -> None:
         for extension in sorted(members):
@@ -80,6 +86,9 @@ class AtomicShardWriter:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             self._tar.addfile(info, io.BytesIO(data))
+            # the data ends the tar so far, padded to whole 512-byte blocks
+            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            self.members.append((info.name, self._tar.offset - padded, len(data)))
         self.samples += 1
 
     def commit(self, report: dict) -> int:
@@ -91,6 +100,8 @@ class AtomicShardWriter:
         size = self.partial_path.stat().st_size
         (self.out_dir / REPORTS_DIR).mkdir(exist_ok=True)
         write_json_atomically(report_path(self.out_dir, self.name), {**report, "bytes": size})
+        # the index before the shard's final name: a shard under its name always has its index
+        write_index_file(self.final_path, group_members(self.members), size)
         os.replace(self.partial_path, self.final_path)
         fsync_directory(self.out_dir)
         return size
