@@ -294,7 +294,8 @@ def time_steps(trainer, frames, labels, settings: Settings) -> dict:
 
 def fixed_batch(trainer):
     batch = next(iter(trainer.train_loader))
-    return trainer._frames(batch), batch["labels"].to(trainer.device)
+    on_device = trainer.to_device(batch)
+    return trainer.step_fns.normalise(on_device["frames_u8"], trainer.dtype), on_device["labels"]
 
 
 def train_section(settings: Settings, work: Path, shards: dict, device: torch.device, gemm_tflops: float,

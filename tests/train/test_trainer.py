@@ -7,6 +7,7 @@ import torch
 
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
+from vidprism_ds.train.device_batches import batch_to_device
 from vidprism_ds.train.loop_state import EpochDamage
 from vidprism_ds.train.startup_checks import unused_ep_size_warning
 
@@ -78,6 +79,11 @@ class _Engine:
         pass
 
 
+def _host_only(batch):
+    """Stands for Trainer.to_device in the loop tests: the loader batch's labels, nothing moved."""
+    return {"labels": batch["labels"], "host": batch}
+
+
 def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     """8 micro-batches with grad_accum 3: 2 optimizer steps; the last 2 micro-batches would otherwise be
     accumulated into the next epoch's first step, out of step with DeepSpeed's accumulation boundary."""
@@ -92,6 +98,7 @@ def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     trainer.train_loader = _CountingLoader(8)
     trainer.batches_per_epoch = trainer.batch.steps_per_epoch(8) * 3
     trainer.epoch_damage = EpochDamage(16)
+    trainer.device, trainer.to_device = torch.device("cpu"), _host_only
     trainer.train_step = lambda batch: (None, SimpleNamespace(terms={}, total=torch.zeros(())))
     steps = []
     trainer.after_step = lambda state, output, losses: steps.append((state.step, state.batches_in_epoch))
@@ -126,12 +133,12 @@ def test_the_training_step_hands_a_batch_s_frame_times_to_the_model():
     trainer.step_fns = step_functions(compiled=False)
     batch = {"frames": torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8), "labels": torch.tensor([0, 2])}
     times = torch.tensor([[0.0, 0.4, 0.433, 0.467], [1.0, 1.5, 2.0, 2.5]], dtype=torch.float64)
-    _, losses = trainer._forward_loss({**batch, "frame_times": times})
+    _, losses = trainer._forward_loss(batch_to_device({**batch, "frame_times": times}, trainer.device, 32))
     given = trainer.engine.kwargs[-1]["frame_times"]
     assert given.dtype == torch.float32 and torch.equal(given, times.float())
     losses.total.backward()  # the times reach the head's time encoding
     assert model.head.frame_time_encoding.weight.grad.abs().amax() > 0
-    trainer._forward_loss(batch)  # segment clips: no times, the paper's path
+    trainer._forward_loss(batch_to_device(batch, trainer.device, 32))  # segment clips: no times, the paper's path
     assert trainer.engine.kwargs[-1] == {"frame_times": None}
 
 
@@ -156,7 +163,7 @@ def test_each_epoch_s_damaged_samples_are_in_its_last_step_s_history_entry_and_m
     trainer.cfg, trainer.batch, trainer.world_size, trainer.engine = cfg, BatchPlan(2, 2, ParallelDims(1)), 1, _Engine()
     trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(dp_group=None)
     trainer.train_loader, trainer.batches_per_epoch = _DamagedLoader(8), 8
-    trainer.epoch_damage = EpochDamage(16)
+    trainer.epoch_damage, trainer.to_device = EpochDamage(16), _host_only
     trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
     trainer.reporter = Reporter(cfg.logging, tmp_path, 0, {}, "run")
     logged = []
@@ -189,7 +196,7 @@ def test_a_step_s_logged_loss_is_the_mean_of_its_micro_batches(tmp_path):
     trainer.cfg, trainer.batch, trainer.world_size, trainer.engine = cfg, BatchPlan(2, 2, ParallelDims(1)), 1, _Engine()
     trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(dp_group=None)
     trainer.train_loader, trainer.batches_per_epoch = _CountingLoader(4), 4
-    trainer.epoch_damage = EpochDamage(16)
+    trainer.epoch_damage, trainer.to_device = EpochDamage(16), _host_only
     trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
     trainer.reporter = Reporter(cfg.logging, tmp_path, 0, {}, "run")
     values = iter([1.0, 3.0, 5.0, 11.0])

@@ -234,7 +234,7 @@ def train_recording_batches(overrides: list[str], ds_config_path: str) -> dict:
         trained, train_step = [], trainer.train_step
 
         def recording_step(batch):
-            trained.append(batch["index"].tolist())
+            trained.append(batch["host"]["index"].tolist())
             return train_step(batch)
 
         trainer.train_step = recording_step

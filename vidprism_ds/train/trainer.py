@@ -22,7 +22,6 @@ from vidprism_ds.analysis.eval_report import write_eval_report
 from vidprism_ds.analysis.eval_result import EvalResult
 from vidprism_ds.config.io import to_dict
 from vidprism_ds.config.schema import ConfigError, ExperimentConfig
-from vidprism_ds.data.device_decode import decode_clips, uses_device_decode
 from vidprism_ds.data.loaders import build_eval_loader, build_train_loader, eval_batch_videos
 from vidprism_ds.data.presets import load_class_names
 from vidprism_ds.model.backbone import backbone_identity, get_tokenizer
@@ -36,6 +35,7 @@ from vidprism_ds.train import checkpoint_engine, optim
 from vidprism_ds.train.batch import lr_scale, plan_batch, resume_micro_batch
 from vidprism_ds.train.checkpoint import CheckpointManager, CheckpointMeta, complete_tags, same_topology
 from vidprism_ds.train.compile import compile_enabled, compile_model, step_functions, use_compile_cache
+from vidprism_ds.train.device_batches import DeviceBatches, batch_to_device
 from vidprism_ds.train.distributed import init_distributed, rank_zero_first
 from vidprism_ds.train.ds_config import DeepSpeedSettings, resolve_ds_config, training_dtype
 from vidprism_ds.train.evaluate import evaluate
@@ -209,25 +209,17 @@ class Trainer:
             return meta.step, meta.epoch + 1, 0, meta.step
         return meta.step, meta.epoch, skip, meta.step
 
-    def _frames(self, batch: dict) -> torch.Tensor:
-        """The batch's clips, CLIP-normalised in the training dtype on the device."""
-        if uses_device_decode(batch):
-            frames_u8 = decode_clips(batch, self.device, self.cfg.data.image_size, self.epoch_damage.decode_log)
-        else:  # asynchronous when the loader pinned the batch
-            frames_u8 = batch["frames"].to(self.device, non_blocking=True)
-        return self.step_fns.normalise(frames_u8, self.dtype)
+    def to_device(self, batch: dict) -> dict:
+        """A loader batch on the device (``device_batches.batch_to_device``); device decode counts the
+        clips it replaces against data.max_bad_samples."""
+        return batch_to_device(batch, self.device, self.cfg.data.image_size, self.epoch_damage.decode_log)
 
     def _forward_loss(self, batch: dict):
-        frames = self._frames(batch)
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        # Dense and multirate clips carry each frame's time in seconds (B, T); segment clips do not, and the
-        # model then runs the paper's path. fp32 whatever the training dtype: bf16 cannot tell apart two
-        # consecutive source frames a few seconds into a video.
-        frame_times = batch.get("frame_times")
-        if frame_times is not None:
-            frame_times = frame_times.to(self.device, torch.float32, non_blocking=True)
-        output = self.engine(frames, frame_times=frame_times)
-        losses = self.step_fns.combine_losses(self.cfg.model.loss, output, labels, self.text_cd)
+        """``batch``: from ``to_device``. Dense and multirate clips carry frame times; segment clips do not,
+        and the model then runs the paper's path."""
+        frames = self.step_fns.normalise(batch["frames_u8"], self.dtype)
+        output = self.engine(frames, frame_times=batch["frame_times"])
+        losses = self.step_fns.combine_losses(self.cfg.model.loss, output, batch["labels"], self.text_cd)
         return output, losses
 
     def _flush_history(self, state: LoopState) -> None:
@@ -245,8 +237,8 @@ class Trainer:
                               global_batches_in_epoch=batches_in_epoch // self.batch.grad_accum)
 
     def train_step(self, batch: dict):
-        """One micro-batch: forward, backward, and DeepSpeed's step (the optimizer steps, and the schedule
-        with it, on every ``grad_accum``-th micro-batch; the others only accumulate)."""
+        """One micro-batch (from ``to_device``): forward, backward, and DeepSpeed's step (the optimizer steps,
+        and the schedule with it, on every ``grad_accum``-th micro-batch; the others only accumulate)."""
         started = time.perf_counter()
         output, losses = self._forward_loss(batch)
         self.engine.backward(losses.total)
@@ -306,11 +298,13 @@ class Trainer:
         self.engine.train()
         self.epoch_damage.start()
         state.window_start, state.window_clips = time.perf_counter(), 0
-        batches = itertools.islice(self.train_loader, self.batches_per_epoch - skip)
+        # each batch goes to the device (and is decoded there) on a side stream while the step before it runs
+        batches = DeviceBatches(itertools.islice(self.train_loader, self.batches_per_epoch - skip), self.to_device,
+                                self.device)
         for batch_index, batch in enumerate(batches, start=skip):
             output, losses = self.train_step(batch)
             state.step_loss.add({**losses.terms, "total": losses.total})
-            self.epoch_damage.add(batch)  # after the step: device decode counts the clips it replaced
+            self.epoch_damage.add(batch["host"])  # after the step: device decode counts the clips it replaced
             state.window_clips += batch["labels"].shape[0] * self.dp_size
             state.batches_in_epoch = batch_index + 1
             if state.batches_in_epoch % self.batch.grad_accum:
