@@ -8,6 +8,7 @@ import torch
 from vidprism_ds.config import load_config
 from vidprism_ds.config.schema import ConfigError
 from vidprism_ds.train.device_batches import batch_to_device
+from vidprism_ds.train.loader_pace import LoaderPace
 from vidprism_ds.train.loop_state import EpochDamage
 from vidprism_ds.train.startup_checks import unused_ep_size_warning
 
@@ -99,6 +100,7 @@ def test_an_epoch_trains_whole_optimizer_steps_and_leaves_the_rest():
     trainer.batches_per_epoch = trainer.batch.steps_per_epoch(8) * 3
     trainer.epoch_damage = EpochDamage(16)
     trainer.device, trainer.to_device = torch.device("cpu"), _host_only
+    trainer.loader_pace = LoaderPace(0, 1.0)
     trainer.train_step = lambda batch: (None, SimpleNamespace(terms={}, total=torch.zeros(())))
     steps = []
     trainer.after_step = lambda state, output, losses: steps.append((state.step, state.batches_in_epoch))
@@ -164,6 +166,7 @@ def test_each_epoch_s_damaged_samples_are_in_its_last_step_s_history_entry_and_m
     trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(dp_group=None)
     trainer.train_loader, trainer.batches_per_epoch = _DamagedLoader(8), 8
     trainer.epoch_damage, trainer.to_device = EpochDamage(16), _host_only
+    trainer.loader_pace = LoaderPace(0, 1.0)
     trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
     trainer.reporter = Reporter(cfg.logging, tmp_path, 0, {}, "run")
     logged = []
@@ -197,6 +200,7 @@ def test_a_step_s_logged_loss_is_the_mean_of_its_micro_batches(tmp_path):
     trainer.dims, trainer.device, trainer.ctx = trainer.batch.dims, torch.device("cpu"), SimpleNamespace(dp_group=None)
     trainer.train_loader, trainer.batches_per_epoch = _CountingLoader(4), 4
     trainer.epoch_damage, trainer.to_device = EpochDamage(16), _host_only
+    trainer.loader_pace = LoaderPace(0, 1.0)
     trainer.scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
     trainer.reporter = Reporter(cfg.logging, tmp_path, 0, {}, "run")
     values = iter([1.0, 3.0, 5.0, 11.0])

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import time
+from typing import Iterator
+
 import torch
 from torch.utils.data import default_collate
+
+
+def with_cpu_seconds(batches: Iterator[dict]) -> Iterator[dict]:
+    """A pipeline stage after batching: each batch with "cpu_seconds", the CPU time its process (a loader
+    worker, or the training process with 0 workers) spent making it, from reading the shards to collating
+    (a Python float: the trainer adds it up without a tensor read). ``vidprism_ds.train.loader_pace``
+    compares it with the step's pace."""
+    started = time.process_time()
+    for batch in batches:
+        batch["cpu_seconds"] = time.process_time() - started
+        yield batch
+        started = time.process_time()  # not the consumer's time: it runs between the yield and here
 
 
 def collate_frame_times(samples: list[dict]) -> dict[str, torch.Tensor]:

@@ -43,7 +43,7 @@ import webdataset as wds
 from vidprism_ds.data import device_decode
 from vidprism_ds.data.clip_settings import EvalClipSettings, TrainClipSettings, config_clip_sampling
 from vidprism_ds.data.clips import invalidate_damaged, pad_to, to_eval_views, to_train_clips
-from vidprism_ds.data.collate import collate_eval, collate_train
+from vidprism_ds.data.collate import collate_eval, collate_train, with_cpu_seconds
 from vidprism_ds.data.damage import DamageLog
 from vidprism_ds.data.epoch_loader import EpochLoader, EvalPlan, check_rank, eval_plan
 from vidprism_ds.data.global_order import RankSlices, TrainOrder
@@ -155,6 +155,7 @@ def train_pipeline(shards: list[tuple[str, int]], cfg: DataConfig, slices: RankS
         functools.partial(replace_damaged, source=source, stages=sample_stages,
                           damage=DamageLog(cfg.max_bad_samples, "training")),
         wds.batched(slices.micro_batch, collation_fn=collate, partial=False),
+        with_cpu_seconds,
     )
 
 

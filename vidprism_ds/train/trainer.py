@@ -40,6 +40,7 @@ from vidprism_ds.train.distributed import init_distributed, rank_zero_first
 from vidprism_ds.train.ds_config import DeepSpeedSettings, resolve_ds_config, training_dtype
 from vidprism_ds.train.evaluate import evaluate
 from vidprism_ds.train.export import export_model
+from vidprism_ds.train.loader_pace import LoaderPace, cores_per_process, timed
 from vidprism_ds.train.loop_state import FINISHED, STOPPED, EpochDamage, LoopState, RunResult
 from vidprism_ds.train.memory import report_and_check
 from vidprism_ds.train.reporting import (Reporter, expert_specialisation, format_eval_line, format_train_line,
@@ -119,6 +120,7 @@ class Trainer:
         """The loader, and the epoch in optimizer steps of the global batch (the schedule's unit)."""
         cfg = self.cfg
         self.train_loader, self.epoch_damage = None, EpochDamage(cfg.data.max_bad_samples)
+        self.loader_pace = LoaderPace(cfg.data.num_workers, cores_per_process())
         if not cfg.train.eval_only:
             # the global order's batches of train.global_batch clips, this data-parallel rank's slices of them
             self.train_loader = build_train_loader(cfg.data, None, cfg.train.micro_batch, self.dp_rank,
@@ -301,12 +303,14 @@ class Trainer:
         # each batch goes to the device (and is decoded there) on a side stream while the step before it runs
         batches = DeviceBatches(itertools.islice(self.train_loader, self.batches_per_epoch - skip), self.to_device,
                                 self.device)
-        for batch_index, batch in enumerate(batches, start=skip):
+        for batch_index, (batch, wait_s) in enumerate(timed(batches), start=skip):
+            got = time.perf_counter()
             output, losses = self.train_step(batch)
             state.step_loss.add({**losses.terms, "total": losses.total})
             self.epoch_damage.add(batch["host"])  # after the step: device decode counts the clips it replaced
             state.window_clips += batch["labels"].shape[0] * self.dp_size
             state.batches_in_epoch = batch_index + 1
+            self._pace(wait_s, time.perf_counter() - got, batch)
             if state.batches_in_epoch % self.batch.grad_accum:
                 continue  # DeepSpeed accumulated; the optimizer steps every grad_accum micro-batches
             state.step += 1
@@ -314,6 +318,13 @@ class Trainer:
             if outcome is not None:
                 return outcome
         return None
+
+    def _pace(self, wait_s: float, step_s: float, batch: dict) -> None:
+        """Whether the loader keeps up (``loader_pace``): one warning a run when the step waits for data."""
+        self.loader_pace.add(wait_s, step_s, batch["host"].get("cpu_seconds"), batch["labels"].shape[0])
+        warning = self.loader_pace.check()
+        if warning:
+            self.log_line(warning)
 
     def _max_steps_reached(self, step: int) -> bool:
         return bool(self.cfg.train.max_steps) and step >= self.cfg.train.max_steps
