@@ -6,6 +6,8 @@
                                              #   -> docs/results.md (section "heldout") + docs/results/heldout_*.png
     python bench/temporal.py --frequency     # frequency benchmark: segment / dense / multirate clips
                                              #   -> docs/results.md (section "frequency") + docs/results/frequency_*.png
+    python bench/temporal.py --frequency-pairs  # broadened frequency benchmark: segment vs multirate, per blink pair
+                                             #   -> docs/results.md (section "frequency_pairs")
     python bench/temporal.py --smoke --report /tmp/r.md --figures /tmp/figs    # seconds; the test suite runs it
 
 Each run trains with the project's own trainer (``vidprism_ds.train.run_experiment``, one process, CPU)
@@ -123,6 +125,14 @@ HELDOUT = dataclasses.replace(FULL, name="heldout", dataset="heldout", variants=
 FREQUENCY = dataclasses.replace(FULL, name="frequency", dataset="frequency", variants=FREQUENCY_VARIANTS,
                                 steps=3000, train_per_class=256, val_per_class=32, source_frames=96, base_frames=16,
                                 shard_options=("--burst-count", "4", "--burst-length", "16"))
+# The broadened frequency benchmark (vidprism_ds.data.frequency_pairs): videos of 2 to 5 s at 25 fps and
+# 32 to 64 px, sharded with data_prep/shard.py's defaults (a 64-frame base, 2 bursts of 16 frames), as a
+# user's shards are; segment against multirate clips (16 segment + 16 burst frames). Sized for this
+# 2-core machine (docs/results.md, "Broadened frequency benchmark" says what ran).
+FREQUENCY_PAIRS = dataclasses.replace(FULL, name="frequency_pairs", dataset="frequency_pairs",
+                                      variants=("segment", "multirate"), steps=1500, train_per_class=96,
+                                      val_per_class=24, lr=3e-3, base_frames=64)
+PAIRS_BURST_LENGTH = 16  # data_prep/shard.py's default --burst-length, which FREQUENCY_PAIRS shards with
 SMOKE = dataclasses.replace(FULL, name="smoke", variants=("meanpool", "homogeneous", "default"), seeds=(0,),
                             frames=8, train_per_class=2, val_per_class=2, steps=2, micro_batch=4, warmup_steps=0)
 
@@ -143,6 +153,8 @@ def _generator(dataset: str):
         from vidprism_ds.data import synthetic as generator
     elif dataset == "frequency":
         from vidprism_ds.data import synthetic_frequency as generator
+    elif dataset == "frequency_pairs":
+        from vidprism_ds.data import frequency_pairs as generator
     else:
         from vidprism_ds.data import heldout_temporal as generator
     return generator
@@ -251,7 +263,8 @@ HELDOUT_FACTORS = {"first shape": [c // 4 for c in range(8)], "direction (rising
 # frequency benchmark: classes 0-3 blink (4, 12, 20, 28 cycles), 4-7 are the synthetic order classes
 FREQUENCY_GROUPS = {"blink classes": [0, 1, 2, 3], "order/direction classes": [4, 5, 6, 7]}
 FREQUENCY_FACTORS = {"kind (blinking vs moving)": [0, 0, 0, 0, 1, 1, 1, 1]}
-TITLES = {"synthetic": "Synthetic temporal videos (vidprism_ds.data.synthetic)",
+TITLES = {"frequency_pairs": "Broadened frequency benchmark (vidprism_ds.data.frequency_pairs)",
+          "synthetic": "Synthetic temporal videos (vidprism_ds.data.synthetic)",
           "heldout": "Held-out temporal benchmark (vidprism_ds.data.heldout_temporal)",
           "frequency": "Frequency benchmark (vidprism_ds.data.synthetic_frequency)"}
 
@@ -270,12 +283,17 @@ def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, 
                    load: str = "", timing: str = "") -> BenchmarkSpec:
     """``timing``: the wall-time line as written, for a table assembled from runs made one at a time (the
     records' meta file says so); else the whole table's time and load."""
-    factors = {"synthetic": SYNTHETIC_FACTORS, "heldout": HELDOUT_FACTORS,
-               "frequency": FREQUENCY_FACTORS}[settings.dataset]
+    from vidprism_ds.analysis import frequency_pairs_report
+
+    pair_groups = frequency_pairs_report.class_groups()
+    factors = {"synthetic": SYNTHETIC_FACTORS, "heldout": HELDOUT_FACTORS, "frequency": FREQUENCY_FACTORS,
+               "frequency_pairs": {"kind (blinking vs moving)": [int(c in pair_groups["order/direction classes"])
+                                                                 for c in range(len(class_names))]}}[settings.dataset]
+    groups = {"frequency": FREQUENCY_GROUPS, "frequency_pairs": pair_groups}.get(settings.dataset, {})
     return BenchmarkSpec(
         title=TITLES[settings.dataset], class_names=list(class_names), factors=factors,
         variant_notes={name: note for name, (_, note) in VARIANTS.items()}, command=command,
-        class_groups=FREQUENCY_GROUPS if settings.dataset == "frequency" else {},
+        class_groups=groups,
         settings={
             "videos": f"{settings.train_per_class * len(class_names)} train / {settings.val_per_class * len(class_names)} "
                       f"val, {settings.size}x{settings.size}, {_frames_text(settings)}, h264, sharded",
@@ -290,6 +308,14 @@ def benchmark_spec(settings: BenchSettings, command: str, total_seconds: float, 
 
 
 def _frames_text(settings: BenchSettings) -> str:
+    if settings.dataset == "frequency_pairs":
+        from vidprism_ds.data import frequency_pairs
+
+        return (f"{frequency_pairs.MIN_FRAMES} to {frequency_pairs.MAX_FRAMES} frames at {frequency_pairs.FPS} fps, "
+                f"source {min(frequency_pairs.RESOLUTIONS)} to {max(frequency_pairs.RESOLUTIONS)} px (clips resized "
+                f"to {settings.size}); shards keep a base of {settings.base_frames} frames and data_prep/shard.py's "
+                f"default bursts (2 x {PAIRS_BURST_LENGTH}); clips of {settings.frames} frames (multirate: "
+                f"{settings.frames} segment + {settings.frames} burst frames)")
     if not (settings.source_frames or settings.base_frames or settings.shard_options):
         return f"{settings.frames} frames"
     from vidprism_ds.data.synthetic_frequency import DEFAULT_FPS
@@ -351,6 +377,12 @@ def frequency_summary(records: list[RunRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pairs_summary(records: list[RunRecord]) -> str:
+    from vidprism_ds.analysis.frequency_pairs_report import pairs_summary as summary
+
+    return summary(records, PAIRS_BURST_LENGTH)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -360,9 +392,12 @@ def parse_args(argv=None):
     p.add_argument("--heldout", action="store_true", help="meanpool vs the best variant on the held-out benchmark")
     p.add_argument("--frequency", action="store_true",
                    help="the frequency benchmark: segment / dense / multirate clips on blink and order classes")
+    p.add_argument("--frequency-pairs", action="store_true",
+                   help="the broadened frequency benchmark: segment vs multirate per blink pair")
     p.add_argument("--variants", default="", help="comma-separated subset of: " + ", ".join(VARIANTS))
     p.add_argument("--seeds", type=int, default=0, help="number of seeds (default: 3, smoke 1)")
     p.add_argument("--steps", type=int, default=0, help="training steps per run (default: the setting's)")
+    p.add_argument("--lr", type=float, default=0.0, help="head learning rate (default: the setting's)")
     p.add_argument("--best", default="", help="--heldout: the variant to compare (default: best mean top-1 in the "
                                               "synthetic records next to the figures)")
     p.add_argument("--report", default=str(REPO / "docs" / "results.md"))
@@ -376,9 +411,12 @@ SMOKE_SIZES = ("seeds", "train_per_class", "val_per_class", "steps", "micro_batc
 
 
 def choose_settings(args) -> BenchSettings:
-    if args.heldout and args.frequency:
-        raise SystemExit("--heldout and --frequency are two benchmarks: choose one")
+    if args.heldout + args.frequency + args.frequency_pairs > 1:
+        raise SystemExit("--heldout, --frequency and --frequency-pairs are three benchmarks: choose one")
     settings = SMOKE if args.smoke else FULL
+    if args.frequency_pairs:
+        settings = dataclasses.replace(FREQUENCY_PAIRS, **({k: getattr(SMOKE, k) for k in SMOKE_SIZES}
+                                                           if args.smoke else {}))
     if args.frequency:
         # the smoke run keeps the 96-frame videos (the bursts need them) and three variants
         settings = dataclasses.replace(FREQUENCY, **({**{k: getattr(SMOKE, k) for k in SMOKE_SIZES},
@@ -399,6 +437,8 @@ def choose_settings(args) -> BenchSettings:
         settings = dataclasses.replace(settings, seeds=tuple(range(args.seeds)))
     if args.steps:
         settings = dataclasses.replace(settings, steps=args.steps)
+    if args.lr:
+        settings = dataclasses.replace(settings, lr=args.lr)
     return settings
 
 
@@ -423,7 +463,8 @@ def main(argv=None) -> int:
     records_path = figures / f"{settings.name}_runs.json"
     command = shown_command(sys.argv[1:] if argv is None else argv)
     class_names = class_names_of(settings.dataset)
-    extra = {"heldout": heldout_summary, "frequency": frequency_summary}.get(settings.dataset)
+    extra = {"heldout": heldout_summary, "frequency": frequency_summary,
+             "frequency_pairs": pairs_summary}.get(settings.dataset)
     meta_path = figures / f"{settings.name}_meta.json"
     if args.from_records:
         records = load_records(records_path)

@@ -68,19 +68,23 @@ def test_keep_positions_has_a_colour_scale_and_rows_in_the_panels_order(saved):
 
 def test_window_spans_restart_at_a_multirate_clips_burst_part_for_the_rates_reading_it():
     assert plots.window_spans(8, 0, 4, 2) == [(0, 4), (4, 8)]
-    # 6 segment frames, 4 burst frames: rate 4's last segment window is short, and its burst windows start at 6
-    assert plots.window_spans(10, 4, 4, 3) == [(0, 4), (4, 6), (6, 10)]
+    # 6 segment frames, 4 burst frames: rate 4's last segment window is short; a fast group reads each burst
+    # frame on its own, then each change over two frames
+    assert plots.window_spans(10, 4, 4, 2 + 7) == [(0, 4), (4, 6), (6, 7), (7, 8), (8, 9), (9, 10),
+                                                   (6, 8), (7, 9), (8, 10)]
     assert plots.window_spans(10, 4, 8, 1) == [(0, 6)]  # a slow rate never reads the burst
 
 
 def test_keep_positions_of_a_multirate_clip_mark_the_burst_part(saved):
     spec = Specialisation(labels_n=np.array([0]), predictions_n=np.array([0]),
                           expert_weights_ne=np.full((1, 2), 0.5), expert_means_ned=np.ones((1, 2, 3)),
-                          keep_indices=[np.array([[1, 2, 4, 7]]), np.array([[3]])], num_frames=8, burst_frames=4)
+                          keep_indices=[np.array([[1, 2, 4, 5, 6, 7, 5, 6, 7]]), np.array([[3]])], num_frames=8,
+                          burst_frames=4)
     plots.plot_keep_positions(spec, [2, 4], ["c0"], "k.png")
     fig, = saved
     clip_panel = fig.axes[0]
     boundaries = [line.get_xdata()[0] for line in clip_panel.get_lines()]
     assert boundaries == [3.5]
     shaded = sorted((round(p.get_x() + 0.5), round(p.get_x() + p.get_width() + 0.5)) for p in clip_panel.patches)
-    assert shaded == [(0, 2), (0, 4), (4, 6)]  # r=2: windows 0 and 2 of [0,2) [2,4) [4,6) [6,8); r=4: its one window
+    # r=2: spans 0, 2, 4, 6, 8 of [0,2) [2,4) [4] [5] [6] [7] [4,6) [5,7) [6,8); r=4: its one window
+    assert shaded == [(0, 2), (0, 4), (4, 5), (4, 6), (6, 7), (6, 8)]

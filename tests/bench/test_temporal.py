@@ -74,3 +74,47 @@ def test_a_table_assembled_from_separate_runs_says_how_they_ran():
     assembled = temporal.benchmark_spec(settings, "cmd", 600.0, names, timing="6 runs, one at a time")
     assert assembled.settings["wall time"] == "6 runs, one at a time"
     assert "16 segment + 16 burst frames" in whole.settings["videos"]
+
+
+def test_frequency_pairs_settings_shard_with_the_defaults_and_compare_segment_with_multirate():
+    settings = temporal.choose_settings(temporal.parse_args(["--frequency-pairs"]))
+    assert settings.name == "frequency_pairs" and settings.dataset == "frequency_pairs"
+    assert settings.variants == ("segment", "multirate") and settings.seeds == (0, 1, 2)
+    # data_prep/shard.py's default base (64 frames) and bursts (no shard options), as the issue's shards
+    assert settings.base_frames == 64 and settings.shard_options == ()
+    names = temporal.class_names_of("frequency_pairs")
+    spec = temporal.benchmark_spec(settings, "cmd", 1.0, names)
+    assert spec.class_groups == {"blink classes": [0, 1, 2, 3], "order/direction classes": [4, 5, 6, 7]}
+    assert spec.factors["kind (blinking vs moving)"] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert "50 to 125 frames at 25 fps" in spec.settings["videos"]
+    with pytest.raises(SystemExit):
+        temporal.choose_settings(temporal.parse_args(["--frequency-pairs", "--frequency"]))
+
+
+def _pairs_record(variant, seed, correct_of_class):
+    """8 classes (periods 4, 8, 16, 32, then 4 order classes), 10 clips each; a blink class's wrong clips
+    go to the next longer period (32: to 16), an order class's to the next order class."""
+    confusion = np.zeros((8, 8), dtype=int)
+    for c, correct in enumerate(correct_of_class):
+        confusion[c, c] = correct
+        confusion[c, (c + 1 if c < 3 else 2) if c < 4 else 4 + (c - 3) % 4] = 10 - correct
+    return RunRecord(variant=variant, seed=seed, confusion=confusion.tolist(), weight_by_class=[[1.0]] * 8,
+                     similarity=[[1.0]], expert_names=["x"])
+
+
+def test_the_pairs_summary_reports_each_class_of_each_pair_and_checks_the_target():
+    segment = _pairs_record("segment", 0, [5, 5, 5, 5, 9, 9, 9, 9])
+    good = _pairs_record("multirate", 0, [8, 9, 10, 8, 9, 9, 9, 8])  # order 87.5 vs 90: -2.5 points
+    text = temporal.pairs_summary([segment, good])
+    # 4/16: 8 and 10 right, none taken for the other (4's wrong clips went to 8)
+    assert "| multirate | 4/16 | yes | 80.0 | 100.0 | 100.0 |" in text
+    assert "| multirate | 4/8 | yes | 80.0 | 90.0 | 89.5 |" in text
+    assert "| segment | 8/16 | yes | 50.0 | 50.0 | 66.7 |" in text
+    # 16/32 is not a burst's to resolve: reported, not part of the target
+    assert "| multirate | 16/32 | no | 100.0 | 80.0 |" in text and "pair 16/32" not in text
+    assert "(-2.5 points; allowed >= -3)" in text and "target met (multirate seeds 0)" in text
+    one_class_short = _pairs_record("multirate", 1, [7, 10, 10, 10, 10, 10, 9, 9])  # 70% < 80% on seed 1
+    text = temporal.pairs_summary([segment, good, one_class_short])
+    assert "pair 4/16: multirate's lowest class accuracy over its seeds 70.0% (< 80%)" in text
+    assert "target not met (multirate seeds 0, 1)" in text
+    assert "Target" not in temporal.pairs_summary([segment])

@@ -70,3 +70,18 @@ def test_heldout_smoke_compares_meanpool_with_the_chosen_variant(tmp_path):
     assert "factor: speed (steady vs fast)" in text
     records = json.loads((figures / "heldout_runs.json").read_text())
     assert all(sum(map(sum, r["confusion"])) == 16 for r in records)  # 2 val videos x 8 classes
+
+
+@pytest.mark.slow
+def test_frequency_pairs_smoke_reports_every_pair_and_the_target(tmp_path):
+    report, figures = tmp_path / "results.md", tmp_path / "results"
+    _run("--frequency-pairs", "--smoke", "--report", str(report), "--figures", str(figures),
+         "--work", str(tmp_path / "work"))
+    text = report.read_text()
+    assert _table_rows(text, "#### Top-1") == ["segment", "multirate"]
+    assert "#### Per pair (%)" in text and "| multirate | 16/32 | no |" in text
+    assert "target met" in text or "target not met" in text
+    records = json.loads((figures / "frequency_pairs_runs.json").read_text())
+    assert all(sum(map(sum, r["confusion"])) == 16 for r in records)  # 2 val videos x 8 classes
+    # the multirate head's fast groups read the 16 burst frames and their 15 changes
+    assert records[1]["tokens_per_expert"] == [8 + 31, 4 + 31, 2, 1]

@@ -22,7 +22,8 @@ def test_the_head_reads_the_configured_burst_part(clip_overrides, burst_frames):
     cfg = load_config(None, TINY + clip_overrides)
     model = build_experiment_model(cfg, num_classes=3).model
     assert model.head.burst_frames == burst_frames
-    fast_tokens = 12 // 2 if burst_frames == 0 else -(-(12 - burst_frames) // 2) + -(-burst_frames // 2)
+    # a multirate clip's fast groups read every burst frame and each change between two after their segment tokens
+    fast_tokens = 12 // 2 if burst_frames == 0 else -(-(12 - burst_frames) // 2) + 2 * burst_frames - 1
     assert model.head.expert_stream_lengths(12)[0] == fast_tokens
     assert build_experiment_head(cfg, dim=16, num_classes=3).burst_frames == burst_frames
 

@@ -1,5 +1,6 @@
 """A multirate clip in the VidPrism head (docs/model.md#multirate-clips-in-the-head): the segment part takes
-the paper's path unchanged, the fast rate groups also read the burst part."""
+the paper's path unchanged, the fast rate groups also read the burst part: every burst frame, then the change
+from each to the next."""
 
 import pytest
 import torch
@@ -39,10 +40,11 @@ def test_the_segment_part_takes_the_segment_clips_path_and_only_fast_experts_rea
     assert (out.expert_means[:, :2] - reference.expert_means[:, :2]).abs().amax() > 1e-3
     for g in slow:
         assert torch.equal(out.keep_indices[g], reference.keep_indices[g])
-    for g, rate in enumerate(RATES[:2]):  # the segment tokens' picks, then the burst windows', after the segment
-        assert out.keep_indices[g].shape[1] == SEGMENT // rate + BURST // rate
+    for g, rate in enumerate(RATES[:2]):  # the segment tokens' picks, every burst frame, each change's later frame
+        assert out.keep_indices[g].shape[1] == SEGMENT // rate + 2 * BURST - 1
         burst_keep = out.keep_indices[g][:, SEGMENT // rate:]
-        assert ((burst_keep >= SEGMENT) & (burst_keep < SEGMENT + BURST)).all()
+        frames = torch.arange(SEGMENT, SEGMENT + BURST)
+        assert torch.equal(burst_keep, torch.cat([frames, frames[1:]]).expand(2, -1))
     # a change inside the burst reaches the fast experts and the logits, never the slow experts
     moved = x_btd.clone()
     moved[:, SEGMENT + 3] += 1.0
@@ -52,17 +54,52 @@ def test_the_segment_part_takes_the_segment_clips_path_and_only_fast_experts_rea
 
 
 def test_stream_lengths_count_the_burst_tokens_of_fast_groups():
-    assert _head(BURST).expert_stream_lengths(SEGMENT + BURST) == [8 + 4, 4 + 2, 2, 1]
+    assert _head(BURST).expert_stream_lengths(SEGMENT + BURST) == [8 + 15, 4 + 15, 2, 1]
     assert _head(0).expert_stream_lengths(SEGMENT) == [8, 4, 2, 1]
     # learned positions cover the longer fast streams
     head = _head(BURST, expert_pos_embed=True)
-    assert [head.experts[str(g)].pos_embed.shape[0] for g in range(4)] == [12, 6, 2, 1]
+    assert [head.experts[str(g)].pos_embed.shape[0] for g in range(4)] == [23, 19, 2, 1]
     head(torch.randn(1, SEGMENT + BURST, DIM), frame_times=_times(1))
 
 
-def test_training_adds_the_burst_windows_rank_loss_and_reaches_every_parameter():
+def test_an_on_off_event_with_a_4_frame_cycle_reaches_the_fast_experts_at_every_phase():
+    """Issue 29: a rate-2 window over 2 frames of a 2-on/2-off burst holds one "on" and one "off" frame at
+    odd phases, so any pooling of it (keeping one frame, or averaging) gives a constant stream; the fast
+    experts must see the alternation at every phase."""
+    from vidprism_ds.model.sampler import ContentAwareSampler, StridedPoolSampler
+
+    torch.manual_seed(0)
+    on_d, off_d = torch.randn(DIM), torch.randn(DIM)
+    head = _head(BURST)
+    captured = {}
+    run_experts = head._run_experts
+    head._run_experts = lambda streams: captured.setdefault("streams", streams) and run_experts(streams)
+    for phase in range(4):
+        pattern = [((n + phase) % 4) < 2 for n in range(BURST)]
+        burst_fd = torch.stack([on_d if on else off_d for on in pattern])
+        x_btd = torch.cat([torch.randn(1, SEGMENT, DIM), burst_fd[None]], dim=1)
+        captured.clear()
+        head(x_btd, frame_times=_times(1))
+        for g, rate in enumerate(RATES[:2]):
+            burst_tokens_ld = captured["streams"][g][0, SEGMENT // rate:]
+            assert torch.equal(burst_tokens_ld[:BURST], burst_fd)  # every frame, unpooled
+            changes_ld = burst_tokens_ld[BURST:]  # then the changes: on every second one at every phase
+            torch.testing.assert_close(changes_ld, burst_fd[1:] - burst_fd[:-1])
+            assert (changes_ld.norm(dim=-1) > 0).tolist() == [pattern[n] != pattern[n + 1] for n in range(BURST - 1)]
+            assert sum(pattern[n] != pattern[n + 1] for n in range(BURST - 1)) >= (BURST - 1) // 2
+        if phase % 2:  # what the head no longer does: a window of 2 frames sees a constant
+            for sampler in (ContentAwareSampler(DIM, 2), StridedPoolSampler(2)):
+                pooled_ld = sampler(burst_fd[None]).stream_bld[0]
+                torch.testing.assert_close(pooled_ld, pooled_ld[:1].expand_as(pooled_ld))
+
+
+def test_training_has_the_segment_rank_loss_and_reaches_every_parameter():
     head = _head(BURST).train()
-    out = head(torch.randn(2, SEGMENT + BURST, DIM), frame_times=_times())
+    x_btd = torch.randn(2, SEGMENT + BURST, DIM)
+    out = head(x_btd, frame_times=_times())
+    # the burst frames are not windowed, so the rank loss is the segment part's
+    reference = _head(0).train()(x_btd[:, :SEGMENT], frame_times=_times()[:, :SEGMENT])
+    torch.testing.assert_close(out.rank_loss, reference.rank_loss)
     assert out.rank_loss > 0
     (out.logits.sum() + out.rank_loss).backward()
     assert head.frame_time_encoding.weight.grad.abs().amax() > 0

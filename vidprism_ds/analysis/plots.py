@@ -133,11 +133,14 @@ def plot_weight_grid(panels: dict[str, tuple[np.ndarray, Sequence[str]]], class_
 
 def window_spans(num_frames: int, burst_frames: int, rate: int, windows: int) -> list[tuple[int, int]]:
     """[start, end) frames of each of a rate's ``windows`` sampler windows: over the clip, or for a multirate
-    clip over its segment part, then over its burst part when the rate has windows there too (a fast group)."""
+    clip over its segment part, then, for a fast group, which reads every burst frame unpooled and then the
+    changes between consecutive ones (docs/model.md#multirate-clips-in-the-head), each frame on its own and
+    each change over its two frames."""
     split = num_frames - burst_frames
     spans = [(start, min(start + rate, split)) for start in range(0, split, rate)]
     if windows > len(spans):
-        spans += [(start, min(start + rate, num_frames)) for start in range(split, num_frames, rate)]
+        spans += [(frame, frame + 1) for frame in range(split, num_frames)]
+        spans += [(frame - 1, frame + 1) for frame in range(split + 1, num_frames)]
     return spans
 
 

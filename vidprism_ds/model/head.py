@@ -5,9 +5,12 @@ One ``mode`` switch selects the official numerics or the fixed default (see docs
 
 A multirate clip (``burst_frames`` > 0, docs/model.md#multirate-clips-in-the-head) is a segment clip over
 the whole video followed by a burst of consecutive source frames. The segment part takes the path above
-unchanged; the fast rate groups (rate < ``slow_rate_min``) also sample the burst part at their rate and
-read its tokens after their fused segment tokens, so the fast experts see consecutive source frames and the
-slow experts the whole video.
+unchanged; the fast rate groups (rate < ``slow_rate_min``) also read the burst part after their fused
+segment tokens: every burst frame, then the change from each burst frame to the next, so the fast experts
+see consecutive source frames and the slow experts the whole video. The burst is not pooled into windows of
+r frames: a window of 2 frames, whether it keeps one frame or averages them, sees an on/off event with a
+4-frame cycle as constant at half its phases; the changes cancel what stays the same in the burst (the
+background), which the frames alone left to the experts to learn (docs/results.md, issue 29).
 """
 
 from __future__ import annotations
@@ -28,6 +31,23 @@ from vidprism_ds.model.sampler import ContentAwareSampler, StridedPoolSampler
 
 def max_stream_length(num_frames: int, rate: int) -> int:
     return -(-num_frames // rate)
+
+
+def burst_token_count(burst_frames: int) -> int:
+    return 2 * burst_frames - 1 if burst_frames > 0 else 0
+
+
+def burst_tokens(burst_bfd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a fast expert reads of a multirate clip's F burst frames: the F frames, unpooled (no sampler
+    window: a window of 2 frames sees an on/off event with a 4-frame cycle as constant at half its phases),
+    then the F - 1 changes ``x[f + 1] - x[f]`` between consecutive frames, in which whatever stays the same
+    over the burst (the background, the time encoding's constant gap terms) cancels. Returns the (B, 2F - 1,
+    D) tokens and, per token, the burst frame it is (a change: its later frame), (B, 2F - 1)."""
+    batch, frames = burst_bfd.shape[:2]
+    changes_bfd = burst_bfd[:, 1:] - burst_bfd[:, :-1]
+    frame_f = torch.arange(frames, device=burst_bfd.device)
+    keep_bk = torch.cat([frame_f, frame_f[1:]]).expand(batch, -1)
+    return torch.cat([burst_bfd, changes_bfd], dim=1), keep_bk
 
 
 class VidPrismHead(ExpertReadoutHead):
@@ -74,7 +94,7 @@ class VidPrismHead(ExpertReadoutHead):
         """Tokens per clip of rate group ``group``'s stream: its segment tokens, then its burst tokens."""
         rate = self.rates[group]
         length = max_stream_length(num_frames - self.burst_frames, rate)
-        return length + (max_stream_length(self.burst_frames, rate) if self.reads_burst[group] else 0)
+        return length + (burst_token_count(self.burst_frames) if self.reads_burst[group] else 0)
 
     def expert_stream_lengths(self, num_frames: int) -> list[int]:
         """Tokens per clip that each global expert reads (for load-balanced expert placement)."""
@@ -92,19 +112,16 @@ class VidPrismHead(ExpertReadoutHead):
         if self.fusion is not None:
             streams = self.fusion(streams)
         keep_indices = sampled.keep_indices
-        rank_losses = [sampled.rank_loss_r]
         if self.burst_frames:
-            # the fast groups also sample the burst part at their rate; its tokens follow their fused
-            # segment tokens (the fusion runs on the segment streams, whose lengths it is built for)
-            burst_prior_bt = importance_prior_bt[:, split:] if importance_prior_bt is not None else None
-            groups = [g for g in range(len(self.rates)) if self.reads_burst[g]]
-            burst = self._sample([self.samplers[g] for g in groups], x_btd[:, split:], burst_prior_bt, compute_rank)
-            for g, stream, keep in zip(groups, burst.streams, burst.keep_indices):
-                streams[g] = torch.cat([streams[g], stream], dim=1)
-                keep_indices[g] = torch.cat([keep_indices[g], keep + split], dim=1)
-            rank_losses.append(burst.rank_loss_r)
+            # the fast groups also read the burst part (burst_tokens); its tokens follow their fused segment
+            # tokens (the fusion runs on the segment streams, whose lengths it is built for)
+            tokens_bkd, keep_bk = burst_tokens(x_btd[:, split:])
+            for g in range(len(self.rates)):
+                if self.reads_burst[g]:
+                    streams[g] = torch.cat([streams[g], tokens_bkd], dim=1)
+                    keep_indices[g] = torch.cat([keep_indices[g], keep_bk + split], dim=1)
         expert_outputs, router_aux, router_z = self._run_experts(streams)
-        return self._read_out(expert_outputs, x_btd, rank_loss=torch.cat(rank_losses).mean(),
+        return self._read_out(expert_outputs, x_btd, rank_loss=sampled.rank_loss_r.mean(),
                               router_aux_loss=router_aux, router_z_loss=router_z, keep_indices=keep_indices)
 
     @staticmethod
