@@ -99,18 +99,21 @@ def report_and_check(model: nn.Module, cfg: ExperimentConfig, ds_config: dict, d
     tp_divisor = 1 if _is_tensor_parallel(model) else dims.tp_size
     policy = getattr(model.backbone, "checkpointing_policy", None)  # a FrameEncoder's
     auto = policy is not None and policy.mode == "auto"
+    device_bytes = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0
     if auto and device.type == "cuda":
-        choice = choose_for_model(model, cfg, ds_config, dims, device, dtype, tp_divisor,
-                                  torch.cuda.get_device_properties(device).total_memory)
+        # the choice's estimate is the chosen setting's (derived exactly from the two measurements it made)
+        choice = choose_for_model(model, cfg, ds_config, dims, device, dtype, tp_divisor, device_bytes)
         if log is not None:
             log(choice.describe())
-    elif auto:  # a CPU run has no device memory to fit: keep every activation
-        model.backbone.set_grad_checkpointing(0)
-    profile = measure_activations(model, cfg.model.backbone.image_size, cfg.data.num_frames, device, dtype,
-                                  tp_size=tp_divisor)
-    estimate = estimate_peak_memory(model, cfg, ds_config, dims, profile.per_frame, profile.head_per_step)
+        estimate = choice.estimate
+    else:
+        if auto:  # a CPU run has no device memory to fit: keep every activation
+            model.backbone.set_grad_checkpointing(0)
+        profile = measure_activations(model, cfg.model.backbone.image_size, cfg.data.num_frames, device, dtype,
+                                      tp_size=tp_divisor)
+        estimate = estimate_peak_memory(model, cfg, ds_config, dims, profile.per_frame, profile.head_per_step)
     if log is not None:  # on a CPU run the GPU figures (CUDA/NCCL workspace and all) would only mislead
         log(estimate.format() if device.type == "cuda" else CPU_RUN_LINE + (CPU_AUTO_CHECKPOINTING if auto else ""))
     if device.type == "cuda":
-        check_fits(estimate, torch.cuda.get_device_properties(device).total_memory, cfg.train.memory_limit_fraction)
+        check_fits(estimate, device_bytes, cfg.train.memory_limit_fraction)
     return estimate
